@@ -1,0 +1,198 @@
+"""The registry of model families: ``ModelSpec`` per key, lazy adapter import, availability checks.
+
+Family modules call :func:`register` at import; :func:`_ensure_loaded` imports the known family
+modules (a missing optional one is skipped) so ``all_specs()`` is complete wherever it is called.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+
+from gpu_worker.models.base import ModelSpec, VQAAdapter
+
+DEFAULT_MODEL_KEY = "baseline-rnn"
+
+# Family modules that register specs when imported (optional ones may be missing).
+FAMILY_MODULES = (
+    "gpu_worker.models.baseline",
+    "gpu_worker.models.vilt",
+    "gpu_worker.models.visualbert",
+    "gpu_worker.models.lxmert",
+    "gpu_worker.models.blip",
+    "gpu_worker.models.blip2",
+    "gpu_worker.models.florence2",
+)
+
+# Training parameters every family understands, with their limits (the Django form validates them).
+PARAM_LIMITS = {
+    "epochs": {"min": 1, "max": 100, "type": "int"},
+    "learning_rate": {"min": 1e-6, "max": 1.0, "type": "float"},
+    "batch_size": {"min": 1, "max": 4096, "type": "int"},
+    "warmup_ratio": {"min": 0.0, "max": 0.5, "type": "float"},
+    "weight_decay": {"min": 0.0, "max": 1.0, "type": "float"},
+    "val_fraction": {"min": 0.0, "max": 0.5, "type": "float"},
+    "patience": {"min": 0, "max": 100, "type": "int"},
+    "grad_accum_steps": {"min": 1, "max": 64, "type": "int"},
+    "freeze_encoder": {"type": "bool"},
+    "seed": {"min": 0, "max": 2**31 - 1, "type": "int"},
+    "max_train_items": {"min": 1, "max": 10_000_000, "type": "int", "optional": True},
+}
+
+# Presets use the same parameter names; they overlay a spec's default_params.
+PRESETS = {
+    "quick": {"epochs": 3, "patience": 1, "val_fraction": 0.1, "max_train_items": 5000},
+    "balanced": {},  # = the model's defaults
+    "thorough": {"epochs": 30, "patience": 5, "val_fraction": 0.1},
+}
+
+_SPECS: dict[str, ModelSpec] = {}
+_LOCK = threading.Lock()
+_LOADED = False
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    """Add (or replace) a spec. Returns it, so a family module can write ``X = register(ModelSpec(...))``."""
+    if not isinstance(spec, ModelSpec):
+        raise TypeError("register() expects a ModelSpec")
+    if spec.task not in ("classify", "generate"):
+        raise ValueError(f"ModelSpec {spec.key!r}: task must be 'classify' or 'generate'")
+    if ":" not in spec.adapter_path:
+        raise ValueError(f"ModelSpec {spec.key!r}: adapter_path must look like 'module:Class'")
+    _SPECS[spec.key] = spec
+    return spec
+
+
+def _ensure_loaded() -> None:
+    global _LOADED
+    if _LOADED:
+        return
+    with _LOCK:
+        if _LOADED:
+            return
+        for mod in FAMILY_MODULES:
+            try:
+                importlib.import_module(mod)
+            except ModuleNotFoundError as exc:  # family file not written / optional dependency missing
+                if exc.name and (exc.name == mod or not exc.name.startswith("gpu_worker")):
+                    continue
+                raise
+        _LOADED = True
+
+
+def get_spec(key: str) -> ModelSpec:
+    _ensure_loaded()
+    try:
+        return _SPECS[key]
+    except KeyError:
+        known = ", ".join(sorted(_SPECS)) or "none"
+        raise KeyError(f"Unknown model {key!r}. Known models: {known}") from None
+
+
+def all_specs() -> list[ModelSpec]:
+    _ensure_loaded()
+    return [_SPECS[k] for k in sorted(_SPECS)]
+
+
+def get_adapter_class(key: str) -> type[VQAAdapter]:
+    spec = get_spec(key)
+    module_name, _, cls_name = spec.adapter_path.partition(":")
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    return cls
+
+
+def resolve_params(key: str, params: dict | None = None, preset: str | None = None) -> dict:
+    """Spec defaults, overlaid by a preset, overlaid by explicit params, then validated."""
+    spec = get_spec(key)
+    out = dict(spec.default_params)
+    if preset:
+        if preset not in PRESETS:
+            raise ValueError(f"Unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        out.update(PRESETS[preset])
+    out.update({k: v for k, v in (params or {}).items() if v is not None})
+    return validate_params(out)
+
+
+def validate_params(params: dict) -> dict:
+    """Check the generic training parameters against PARAM_LIMITS; unknown keys pass through.
+
+    Raises ValueError naming the parameter and its allowed range. Returns a coerced copy.
+    """
+    out = dict(params)
+    for name, lim in PARAM_LIMITS.items():
+        if name not in out:
+            continue
+        value = out[name]
+        if value is None:
+            if lim.get("optional"):
+                continue
+            raise ValueError(f"Parameter {name!r} must not be empty")
+        kind = lim["type"]
+        if kind == "bool":
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+                    raise ValueError(f"Parameter {name!r} must be true or false, got {value!r}")
+                value = value.lower() in ("true", "1", "yes", "on")
+            out[name] = bool(value)
+            continue
+        try:
+            if isinstance(value, bool):
+                raise TypeError
+            num = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"Parameter {name!r} must be a number, got {value!r}") from None
+        if num != num:
+            raise ValueError(f"Parameter {name!r} must be a number, got NaN")
+        if kind == "int":
+            if num != int(num):
+                raise ValueError(f"Parameter {name!r} must be a whole number, got {value!r}")
+            num = int(num)
+        if num < lim["min"] or num > lim["max"]:
+            raise ValueError(f"Parameter {name!r} must be between {lim['min']} and {lim['max']}, got {value!r}")
+        out[name] = num
+    return out
+
+
+def _hf_cached(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import scan_cache_dir
+        from huggingface_hub.constants import HF_HUB_CACHE
+    except Exception:
+        return False
+    folder = os.path.join(HF_HUB_CACHE, "models--" + repo_id.replace("/", "--"))
+    if os.path.isdir(os.path.join(folder, "snapshots")) and os.listdir(os.path.join(folder, "snapshots")):
+        return True
+    try:
+        return any(r.repo_id == repo_id and r.repo_type == "model" for r in scan_cache_dir().repos)
+    except Exception:
+        return False
+
+
+def _hub_reachable(repo_id: str) -> bool:
+    """Quick probe, only when the environment explicitly allows it (HF_HUB_OFFLINE=0)."""
+    if os.environ.get("HF_HUB_OFFLINE", "1") not in ("0", "false", "False"):
+        return False
+    try:
+        from huggingface_hub import model_info
+        model_info(repo_id, timeout=3)
+        return True
+    except Exception:
+        return False
+
+
+def availability(spec: ModelSpec) -> dict:
+    """{"available": bool, "reason": str}; never blocks long (offline checks unless HF_HUB_OFFLINE=0)."""
+    if spec.family == "baseline" or not spec.default_source:
+        return {"available": True, "reason": "Trained from scratch; no download needed."}
+    src = spec.default_source
+    if os.path.isdir(src):
+        return {"available": True, "reason": f"Weights found in the local folder {src}."}
+    if os.path.isabs(src) or src.startswith("."):
+        return {"available": False, "reason": f"The weights folder {src} does not exist on this server."}
+    if _hf_cached(src):
+        return {"available": True, "reason": f"{src} is in the local Hugging Face cache."}
+    if _hub_reachable(src):
+        return {"available": True, "reason": f"{src} can be downloaded from the Hugging Face Hub."}
+    return {"available": False,
+            "reason": f"The pretrained weights {src} are not on this server and the Hugging Face Hub "
+                      f"cannot be reached. Ask an administrator to copy them into the model cache."}
