@@ -1,0 +1,249 @@
+"""Turn an uploaded questions file + images ZIP into clean VQA items, keeping every removal with its reason.
+
+Rules (in order, per row): unreadable row -> empty question -> no image name -> image not found /
+ambiguous / dropped (unreadable, oversized, ...) -> exact duplicate of an earlier image+question pair.
+Kept rows get ten answers (given answers repeated cyclically; ``[]`` when the row has none), normalised
+like the official VQA evaluation, with the original text kept in ``original_answers``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import posixpath
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from gpu_worker import Cancelled, UserFacingError
+from gpu_worker.safezip import ImageEntry, Limits, scan_zip
+from gpu_worker.tabular import open_questions
+from gpu_worker.vqa_normalize import answer_type, normalize_answer, question_type
+
+__all__ = ["CleanResult", "ImageIndex", "clean_dataset", "fill_answers", "NUM_ANSWERS"]
+
+NUM_ANSWERS = 10
+_ROW_CHUNK = 1000
+_NUMERIC_NAME = re.compile(r"^(?:.*_)?0*(\d+)$")
+
+
+@dataclass
+class CleanResult:
+    items: list = field(default_factory=list)
+    dropped: list = field(default_factory=list)         # {"row", "image", "question", "reason_code", "reason"}
+    dropped_images: list = field(default_factory=list)  # {"image", "reason_code", "reason"}
+    counts: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)
+    level: str = "success"                              # "success" | "warning"
+    image_root: str = ""                                # folder the items' "image" paths are relative to
+    source_format: str = ""                             # "csv" | "json" | "jsonl" | "vqa2"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def fill_answers(answers: list, n: int = NUM_ANSWERS) -> list:
+    """Repeat the given answers cyclically up to ``n`` (``[]`` stays ``[]``; more than n are cut)."""
+    if not answers:
+        return []
+    return [answers[i % len(answers)] for i in range(n)]
+
+
+def _strip_ext(name: str) -> str:
+    return posixpath.splitext(name)[0]
+
+
+class ImageIndex:
+    """Find a ZIP member from the name a user wrote: full path, without extension, basename, numeric id."""
+
+    def __init__(self, images, skipped):
+        self._levels = [dict() for _ in range(6)]
+        for target in list(images) + list(skipped):
+            name = (target.original_name if isinstance(target, ImageEntry) else target.name).replace("\\", "/")
+            low = name.lower()
+            base = posixpath.basename(low)
+            keys = [name, low, _strip_ext(low), base, _strip_ext(base)]
+            m = _NUMERIC_NAME.match(_strip_ext(base))
+            keys.append(int(m.group(1)) if m else None)
+            for level, key in zip(self._levels, keys):
+                if key is not None and key != "":
+                    level.setdefault(key, {})[name] = target
+
+    def find(self, written: str, image_id: Optional[int] = None):
+        """Return ("ok", target) | ("missing", None) | ("ambiguous", [names])."""
+        name = written.replace("\\", "/").strip()
+        while name.startswith("./"):
+            name = name[2:]
+        name = name.lstrip("/")
+        low = name.lower()
+        base = posixpath.basename(low)
+        keys = [name, low, _strip_ext(low) if low == _strip_ext(low) else None, base,
+                base if base == _strip_ext(base) else None, None]
+        if image_id is not None:
+            keys = [None] * 5 + [image_id]
+        elif name.isdigit():
+            keys[5] = int(name)
+        for level, key in zip(self._levels, keys):
+            if key is None or key == "":
+                continue
+            hits = level.get(key)
+            if hits:
+                if len(hits) == 1:
+                    return "ok", next(iter(hits.values()))
+                return "ambiguous", sorted(hits)
+        return "missing", None
+
+
+def clean_dataset(questions_path, images_zip_path, out_dir, annotations_path=None, *, max_side=1920,
+                  limits: Optional[Limits] = None, report: Optional[Callable] = None,
+                  should_cancel: Optional[Callable] = None, questions_name: Optional[str] = None,
+                  images_name: Optional[str] = None) -> CleanResult:
+    """Check and clean one upload; accepted images go to ``out_dir/images/``.
+
+    ``questions_name`` / ``images_name`` are the names the user uploaded (for messages)."""
+    limits = dataclasses.replace(limits or Limits(), max_side=max_side)
+    out_dir = Path(out_dir)
+    image_root = out_dir / "images"
+
+    def _report(p, stage):
+        if report is not None:
+            report(max(0.0, min(1.0, p)), stage)
+
+    def _cancel():
+        if should_cancel is not None and should_cancel():
+            raise Cancelled()
+
+    _cancel()
+    # open the questions first: a wrong file fails fast, before unpacking thousands of images
+    source = open_questions(questions_path, annotations_path, display_name=questions_name)
+    _report(0.0, "Checking the images ZIP")
+    scan = scan_zip(images_zip_path, image_root, limits, should_cancel=should_cancel,
+                    display_name=images_name,
+                    report=lambda p, stage: _report(0.6 * p, stage))
+    zip_label = images_name or os.path.basename(str(images_zip_path))
+    if not scan.images:
+        found = len(scan.images) + len(scan.skipped) + len(scan.ignored)
+        reasons = Counter(s.reason_code for s in scan.skipped)
+        detail = ", ".join(f"{n} {code.replace('_', ' ')}" for code, n in reasons.most_common(3))
+        raise UserFacingError(
+            f"The ZIP '{zip_label}' contains no usable images ({found} files"
+            f"{': ' + detail if detail else ''}). Put PNG or JPEG images of at most {max_side}x{max_side} "
+            f"pixels in the ZIP and upload it again.")
+
+    result = CleanResult(image_root=str(image_root), source_format=source.format)
+    result.warnings.extend(source.warnings)
+    for s in scan.skipped:
+        result.dropped_images.append({"image": s.name, "reason_code": s.reason_code, "reason": s.reason})
+    index = ImageIndex(scan.images, scan.skipped)
+    seen: dict = {}
+    used: set = set()
+    reasons: Counter = Counter()
+    truncated_answers = 0
+    rows_in = 0
+
+    def drop(row, code, reason):
+        reasons[code] += 1
+        result.dropped.append({"row": row.row, "image": row.image, "question": row.question,
+                               "reason_code": code, "reason": reason})
+
+    _report(0.6, "Reading the questions")
+    for row in source:
+        rows_in += 1
+        if rows_in % _ROW_CHUNK == 0:
+            _cancel()
+            frac = source.progress()
+            if frac is None and source.total:
+                frac = rows_in / source.total
+            _report(0.6 + 0.4 * (frac or 0.0), f"Checking questions: {rows_in:,} rows read")
+        if row.error:
+            drop(row, "unreadable_row", f"Row {row.row} {row.error}.")
+            continue
+        if not row.question.strip():
+            drop(row, "empty_question", f"Row {row.row} has no question text.")
+            continue
+        if not row.image.strip() and row.image_id is None:
+            drop(row, "missing_image_name", f"Row {row.row} does not name an image.")
+            continue
+        status, target = index.find(row.image, row.image_id)
+        if status == "missing":
+            drop(row, "image_not_found", f"Row {row.row}: no image '{row.image}' in the ZIP '{zip_label}'.")
+            continue
+        if status == "ambiguous":
+            shown = ", ".join(target[:3]) + (" ..." if len(target) > 3 else "")
+            drop(row, "image_ambiguous", f"Row {row.row}: '{row.image}' matches several files in the ZIP "
+                                         f"({shown}); write the path inside the ZIP instead.")
+            continue
+        if not isinstance(target, ImageEntry):
+            drop(row, target.reason_code, f"Row {row.row}: its image was removed: {target.reason}.")
+            continue
+        question = " ".join(row.question.split())
+        key = (target.original_name, question)
+        if key in seen:
+            drop(row, "duplicate", f"Row {row.row} is a duplicate of row {seen[key]} (same image and question).")
+            continue
+        seen[key] = row.row
+        used.add(target.original_name)
+        original = list(row.answers)
+        if len(original) > NUM_ANSWERS:
+            truncated_answers += 1
+        filled = fill_answers(original[:NUM_ANSWERS] if len(original) > NUM_ANSWERS else original)
+        normalised = [normalize_answer(a) for a in filled]
+        atype = row.answer_type or (answer_type(normalised) if normalised else "")
+        result.items.append({
+            "id": row.question_id if source.format == "vqa2" and row.question_id else row.row,
+            "image": target.stored_name,
+            "question": question,
+            "answers": normalised,
+            "answer_type": atype,
+            "question_type": row.question_type or question_type(question),
+            "row": row.row,
+            "original_answers": original,
+            "image_width": target.width,
+            "image_height": target.height,
+            "image_original_name": target.original_name,
+        })
+
+    if rows_in == 0:
+        raise UserFacingError(f"The questions file '{source.label}' has a header but no question rows.")
+    if not result.items:
+        top = ", ".join(f"{n:,} {code.replace('_', ' ')}" for code, n in reasons.most_common(3))
+        example = result.dropped[0]["reason"] if result.dropped else ""
+        raise UserFacingError(
+            f"None of the {rows_in:,} questions could be used ({top}). For example: {example} "
+            f"Check that the image column matches the file names in the ZIP.")
+
+    unused = [im.original_name for im in scan.images if im.original_name not in used]
+    if unused:
+        result.warnings.append(f"{len(unused):,} images in the ZIP are not used by any question "
+                               f"(e.g. {', '.join(unused[:3])}).")
+    if scan.ignored:
+        result.warnings.append(f"{len(scan.ignored):,} files in the ZIP are not images and were ignored "
+                               f"(e.g. {', '.join(s.name for s in scan.ignored[:3])}).")
+    if truncated_answers:
+        result.warnings.append(f"{truncated_answers:,} rows had more than {NUM_ANSWERS} answers; only the first "
+                               f"{NUM_ANSWERS} were kept.")
+    if scan.oversized:
+        result.warnings.append(f"{len(scan.oversized):,} images are larger than {max_side}x{max_side} pixels "
+                               f"and were removed with the questions about them.")
+    unlabelled = sum(1 for it in result.items if not it["answers"])
+    if 0 < unlabelled < len(result.items):
+        result.warnings.append(f"{unlabelled:,} kept questions have no answer (they can be used for "
+                               f"prediction but not for training or scoring).")
+
+    result.counts = {
+        "rows_in": rows_in,
+        "rows_kept": len(result.items),
+        "rows_dropped": len(result.dropped),
+        "images_in": len(scan.images) + len(scan.skipped),
+        "images_kept": len(scan.images),
+        "images_dropped": len(scan.skipped),
+        "images_oversized": len(scan.oversized),
+        "images_unused": len(unused),
+        "files_ignored": len(scan.ignored),
+        "dropped_by_reason": dict(reasons),
+        "images_dropped_by_reason": dict(Counter(s.reason_code for s in scan.skipped)),
+    }
+    result.level = "warning" if (result.dropped or result.dropped_images or result.warnings) else "success"
+    _report(1.0, f"Ready: {len(scan.images):,} images, {len(result.items):,} questions")
+    return result
