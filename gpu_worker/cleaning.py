@@ -25,6 +25,7 @@ __all__ = ["CleanResult", "ImageIndex", "clean_dataset", "fill_answers", "NUM_AN
 
 NUM_ANSWERS = 10
 _ROW_CHUNK = 1000
+_CACHE_MAX = 200_000
 _NUMERIC_NAME = re.compile(r"^(?:.*_)?0*(\d+)$")
 
 
@@ -48,6 +49,15 @@ def fill_answers(answers: list, n: int = NUM_ANSWERS) -> list:
     if not answers:
         return []
     return [answers[i % len(answers)] for i in range(n)]
+
+
+def _cached(cache: dict, key, fn):
+    value = cache.get(key)
+    if value is None:
+        if len(cache) >= _CACHE_MAX:
+            cache.clear()
+        value = cache[key] = fn(key)
+    return value
 
 
 def _strip_ext(name: str) -> str:
@@ -141,6 +151,8 @@ def clean_dataset(questions_path, images_zip_path, out_dir, annotations_path=Non
     reasons: Counter = Counter()
     truncated_answers = 0
     rows_in = 0
+    norm_cache: dict = {}   # answers repeat a lot: normalise each distinct text once
+    type_cache: dict = {}
 
     def drop(row, code, reason):
         reasons[code] += 1
@@ -188,8 +200,8 @@ def clean_dataset(questions_path, images_zip_path, out_dir, annotations_path=Non
         if len(original) > NUM_ANSWERS:
             truncated_answers += 1
         filled = fill_answers(original[:NUM_ANSWERS] if len(original) > NUM_ANSWERS else original)
-        normalised = [normalize_answer(a) for a in filled]
-        atype = row.answer_type or (answer_type(normalised) if normalised else "")
+        normalised = [_cached(norm_cache, a, normalize_answer) for a in filled]
+        atype = row.answer_type or (_cached(type_cache, tuple(normalised), answer_type) if normalised else "")
         result.items.append({
             "id": row.question_id if source.format == "vqa2" and row.question_id else row.row,
             "image": target.stored_name,
