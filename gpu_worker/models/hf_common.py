@@ -1,0 +1,188 @@
+"""Small helpers shared by the transformers families (vilt, visualbert, lxmert, blip, blip2, florence2).
+
+Kept flat on purpose: answer vocabulary + VQA soft targets, image loading, autocast, patch-grid to
+pixel boxes, sequence-probability ranking for generative models, and index batching.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+from collections import Counter
+from typing import Iterable
+
+import torch
+from PIL import Image
+
+from gpu_worker.vqa_normalize import normalize_answer
+
+MAX_REGIONS = 16
+
+
+# ---- answers ----------------------------------------------------------------------------------
+def build_answer_vocab(items: list, max_answers: int = 3129) -> list[str]:
+    """Most frequent normalised answers (ties alphabetical), at most ``max_answers``."""
+    counts = Counter()
+    for it in items:
+        for a in set(normalize_answer(x) for x in (it.get("answers") or [])):
+            if a:
+                counts[a] += 1
+    if not counts:
+        raise ValueError("No labelled answers in the training items: cannot build an answer vocabulary.")
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return [a for a, _ in ranked[:max_answers]]
+
+
+def vqa_soft_score(count: int) -> float:
+    """Official VQA accuracy of an answer given by ``count`` of the ten annotators (0, .3, .6, .9, 1)."""
+    return {0: 0.0, 1: 0.3, 2: 0.6, 3: 0.9}.get(count, 1.0)
+
+
+def soft_targets(items: list, label2id: dict) -> torch.Tensor:
+    """(N, num_labels) VQA soft-target matrix (answers outside the vocabulary are ignored)."""
+    out = torch.zeros(len(items), len(label2id))
+    for i, it in enumerate(items):
+        answers = [normalize_answer(a) for a in (it.get("answers") or [])]
+        scale = 10.0 / len(answers) if answers and len(answers) != 10 else 1.0
+        for a, c in Counter(answers).items():
+            if a in label2id:
+                out[i, label2id[a]] = vqa_soft_score(int(round(c * scale)))
+    return out
+
+
+def topk_from_probs(probs: torch.Tensor, id2label: dict, k: int) -> list[list[dict]]:
+    k = max(1, min(k, probs.shape[-1]))
+    scores, idx = probs.float().topk(k, dim=-1)
+    return [[{"answer": id2label[int(j)], "score": round(float(s), 6)} for s, j in zip(srow, irow)]
+            for srow, irow in zip(scores, idx)]
+
+
+# ---- images -----------------------------------------------------------------------------------
+def open_image(image_root: str, rel: str) -> Image.Image:
+    path = rel if os.path.isabs(rel) else os.path.join(image_root or "", rel)
+    with Image.open(path) as im:
+        return im.convert("RGB")
+
+
+def load_images(items: list, image_root: str) -> tuple[list[str], list[Image.Image], torch.Tensor]:
+    """Unique image paths, their PIL images, and per-item index into them (decode each image once)."""
+    index: dict[str, int] = {}
+    paths: list[str] = []
+    for it in items:
+        if it["image"] not in index:
+            index[it["image"]] = len(paths)
+            paths.append(it["image"])
+    images = [open_image(image_root, p) for p in paths]
+    return paths, images, torch.tensor([index[it["image"]] for it in items], dtype=torch.long)
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA (fp16 when bf16 is unsupported); nothing on CPU."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+# ---- regions ----------------------------------------------------------------------------------
+def grid_regions(scores: torch.Tensor, rows: int, cols: int, size_wh: tuple[int, int],
+                 covered_wh: tuple[float, float] | None = None, limit: int = MAX_REGIONS) -> list[dict]:
+    """Per-cell scores of a rows x cols grid -> top regions as pixel boxes of the ORIGINAL image.
+
+    ``covered_wh`` is the part of the grid (in cells) that the image covers when the model's input was
+    padded (ViLT); by default the grid covers the whole image. Scores are normalised to sum to 1.
+    """
+    w, h = size_wh
+    cw, ch = covered_wh or (cols, rows)
+    flat = scores.detach().float().reshape(-1).clamp_min(0)
+    total = float(flat.sum()) or 1.0
+    order = torch.argsort(flat, descending=True)[:limit]
+    out = []
+    for i in order.tolist():
+        r, c = divmod(i, cols)
+        x0, y0 = float(c * w / cw), float(r * h / ch)
+        x1, y1 = float(min(w, (c + 1) * w / cw)), float(min(h, (r + 1) * h / ch))
+        if x0 >= w or y0 >= h:
+            continue
+        out.append({"box": [round(x0, 1), round(y0, 1), round(x1, 1), round(y1, 1)],
+                    "score": round(float(flat[i]) / total, 6)})
+    return out
+
+
+def box_regions(scores: torch.Tensor, boxes: torch.Tensor, limit: int = MAX_REGIONS) -> list[dict]:
+    """Scores over pixel boxes (already original coordinates) -> top regions, scores summing to 1."""
+    flat = scores.detach().float().reshape(-1).clamp_min(0)
+    total = float(flat.sum()) or 1.0
+    order = torch.argsort(flat, descending=True)[:limit]
+    return [{"box": [round(float(v), 1) for v in boxes[i].tolist()], "score": round(float(flat[i]) / total, 6)}
+            for i in order.tolist()]
+
+
+def square_grid(n: int) -> int:
+    side = int(math.isqrt(n))
+    if side * side != n:
+        raise ValueError(f"{n} image tokens do not form a square grid")
+    return side
+
+
+# ---- generation -------------------------------------------------------------------------------
+def merge_candidates(texts: list[str], logprobs: list[float], k: int) -> tuple[str, float, list[dict]]:
+    """Generated candidates of one question -> (answer, confidence, top_k) after normalisation.
+
+    Candidates that normalise to the same answer pool their sequence probabilities.
+    """
+    pooled: dict[str, float] = {}
+    for t, lp in zip(texts, logprobs):
+        a = normalize_answer(t)
+        pooled[a] = pooled.get(a, 0.0) + math.exp(lp)
+    ranked = sorted(pooled.items(), key=lambda kv: -kv[1])[:max(1, k)]
+    top = [{"answer": a, "score": round(min(1.0, p), 6)} for a, p in ranked]
+    return top[0]["answer"], top[0]["score"], top
+
+
+def sequence_logprobs(logits: torch.Tensor, targets: torch.Tensor, ignore_ids: Iterable[int]) -> torch.Tensor:
+    """Sum of log-probabilities of ``targets`` (B, L) under ``logits`` (B, L, V), skipping ignored ids."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    tok = logp.gather(-1, targets.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+    mask = torch.ones_like(targets, dtype=torch.bool)
+    for i in ignore_ids:
+        if i is not None:
+            mask &= targets != i
+    mask &= targets >= 0
+    return (tok * mask).sum(-1)
+
+
+def gen_settings(params: dict, gen: dict, k: int) -> dict:
+    beams = int(gen.get("num_beams") or params.get("num_beams") or 3)
+    beams = max(beams, min(k, 5))
+    return {"num_beams": beams, "num_return_sequences": max(1, min(k, beams)),
+            "max_new_tokens": int(gen.get("max_new_tokens") or params.get("max_new_tokens") or 10)}
+
+
+# ---- batching ---------------------------------------------------------------------------------
+def index_batches(n: int, batch_size: int, shuffle: bool, generator: torch.Generator | None):
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    for s in range(0, n, batch_size):
+        yield order[s:s + batch_size]
+
+
+def pad_stack(seqs: list[torch.Tensor], value: int, left: bool = False) -> torch.Tensor:
+    width = max(int(s.shape[0]) for s in seqs)
+    out = torch.full((len(seqs), width), value, dtype=seqs[0].dtype)
+    for i, s in enumerate(seqs):
+        if left:
+            out[i, width - s.shape[0]:] = s
+        else:
+            out[i, :s.shape[0]] = s
+    return out
+
+
+def write_json(folder: str, name: str, data: dict) -> None:
+    with open(os.path.join(folder, name), "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, sort_keys=True)
+
+
+def chunks(seq: list, size: int):
+    for s in range(0, len(seq), max(1, size)):
+        yield seq[s:s + size]
