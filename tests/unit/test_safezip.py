@@ -1,0 +1,252 @@
+"""Hostile ZIP uploads: every trick must be refused or recorded, never extracted blindly."""
+import io
+import os
+import stat
+import struct
+import zipfile
+import zlib
+
+import pytest
+from PIL import Image
+
+from gpu_worker import Cancelled, UserFacingError
+from gpu_worker.safezip import Limits, check_member_name, scan_zip
+
+
+def png_bytes(w=16, h=12, color="red", noise=False):
+    im = Image.new("RGB", (w, h), color)
+    if noise:
+        im = Image.frombytes("RGB", (w, h), os.urandom(w * h * 3))
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def jpeg_bytes(w=20, h=10):
+    buf = io.BytesIO()
+    Image.new("RGB", (w, h), "blue").save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def huge_header_png(width=100_000, height=100_000):
+    """A valid-looking PNG whose IHDR claims gigapixels (10^10 pixels) with almost no data."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+            + chunk(b"IEND", b""))
+
+
+def make_zip(path, members, compression=zipfile.ZIP_DEFLATED):
+    with zipfile.ZipFile(path, "w", compression=compression) as zf:
+        for m in members:
+            zf.writestr(*m)
+    return path
+
+
+def info(name, payload, *, mode):
+    zi = zipfile.ZipInfo(name)
+    zi.compress_type = zipfile.ZIP_DEFLATED
+    zi.external_attr = mode << 16
+    return zi, payload
+
+
+def codes(scan):
+    return {s.name: s.reason_code for s in scan.skipped}
+
+
+def test_good_images_are_stored_under_server_names(tmp_path):
+    z = make_zip(tmp_path / "a.zip", [("pics/cat.png", png_bytes(30, 20)), ("dog.jpeg", jpeg_bytes(20, 10)),
+                                      ("sub/", b"")])
+    scan = scan_zip(z, tmp_path / "out")
+    assert [(i.original_name, i.width, i.height, i.format) for i in scan.images] == [
+        ("pics/cat.png", 30, 20, "PNG"), ("dog.jpeg", 20, 10, "JPEG")]
+    for im in scan.images:
+        assert im.stored_name != os.path.basename(im.original_name)
+        assert im.stored_name.startswith(im.sha256[:20])
+        assert (tmp_path / "out" / im.stored_name).is_file()
+    assert scan.images[1].stored_name.endswith(".jpg")
+    assert scan.skipped == []
+    assert sorted(os.listdir(tmp_path / "out")) == sorted(i.stored_name for i in scan.images)
+
+
+def test_jpeg_named_png_gets_its_real_extension(tmp_path):
+    z = make_zip(tmp_path / "a.zip", [("photo.png", jpeg_bytes())])
+    scan = scan_zip(z, tmp_path / "out")
+    assert scan.images[0].format == "JPEG" and scan.images[0].stored_name.endswith(".jpg")
+
+
+@pytest.mark.parametrize("name,code", [
+    ("/etc/evil.png", "absolute_path"),
+    ("C:/evil.png", "absolute_path"),
+    ("../evil.png", "path_traversal"),
+    ("a/../../evil.png", "path_traversal"),
+    ("a\\..\\..\\evil.png", "path_traversal"),
+])
+def test_unsafe_paths_are_refused(tmp_path, name, code):
+    z = make_zip(tmp_path / "a.zip", [(name, png_bytes()), ("ok.png", png_bytes(color="green"))])
+    scan = scan_zip(z, tmp_path / "out")
+    assert list(codes(scan).values()) == [code]
+    assert [i.original_name for i in scan.images] == ["ok.png"]
+    assert not (tmp_path / "evil.png").exists() and not (tmp_path.parent / "evil.png").exists()
+
+
+def test_check_member_name_normalises():
+    assert check_member_name("./a//b\\c.png") == (None, "a/b/c.png")
+    assert check_member_name("x/../y.png")[0] == "path_traversal"
+
+
+def test_symlink_member_is_refused(tmp_path):
+    z = make_zip(tmp_path / "a.zip", [info("link.png", b"/etc/passwd", mode=stat.S_IFLNK | 0o777),
+                                      ("ok.png", png_bytes())])
+    scan = scan_zip(z, tmp_path / "out")
+    assert codes(scan) == {"link.png": "symlink"}
+    assert len(scan.images) == 1
+
+
+def test_encrypted_member_is_refused(tmp_path):
+    z = make_zip(tmp_path / "a.zip", [("secret.png", png_bytes()), ("ok.png", png_bytes())])
+    patch_member(z, "secret.png", flag_bits=0x1)
+    with zipfile.ZipFile(z) as zf:
+        assert zf.getinfo("secret.png").flag_bits & 0x1
+    scan = scan_zip(z, tmp_path / "out")
+    assert codes(scan) == {"secret.png": "encrypted"}
+    assert "password" in scan.skipped[0].reason
+
+
+def test_macosx_and_dotfiles_are_ignored_not_dropped(tmp_path):
+    z = make_zip(tmp_path / "a.zip", [("__MACOSX/._a.png", b"junk"), (".DS_Store", b"junk"),
+                                      ("imgs/.hidden.png", png_bytes()), ("notes.txt", b"hi"), ("a.png", png_bytes())])
+    scan = scan_zip(z, tmp_path / "out")
+    assert scan.skipped == []
+    assert {s.name for s in scan.ignored} == {"__MACOSX/._a.png", ".DS_Store", "imgs/.hidden.png", "notes.txt"}
+    assert len(scan.images) == 1
+
+
+def test_too_many_members_is_fatal(tmp_path):
+    z = make_zip(tmp_path / "a.zip", [(f"{i}.png", b"x") for i in range(12)])
+    with pytest.raises(UserFacingError, match=r"12 entries; the limit is 10"):
+        scan_zip(z, tmp_path / "out", Limits(max_members=10))
+
+
+def test_compression_bomb_ratio_is_fatal(tmp_path):
+    z = make_zip(tmp_path / "bomb.zip", [("a.png", png_bytes()), ("bomb.png", b"\x00" * (20 * 1024 * 1024))])
+    with pytest.raises(UserFacingError, match="bomb.png") as exc:
+        scan_zip(z, tmp_path / "out")
+    assert "to 1" in str(exc.value) and "bomb.zip" in str(exc.value)
+    assert not any(p.name.startswith(".incoming") for p in (tmp_path / "out").iterdir())
+
+
+def patch_member(path, member, *, flag_bits=None, file_size=None):
+    """Edit the local header and central directory record of ``member`` in place (crafting hostile ZIPs
+    that zipfile refuses to write: encrypted flag, lying sizes)."""
+    data = bytearray(path.read_bytes())
+    eocd = data.rfind(b"PK\x05\x06")
+    count, _, cd_offset = struct.unpack_from("<HII", data, eocd + 10)
+    pos = cd_offset
+    for _ in range(count):
+        n, m, k = struct.unpack_from("<HHH", data, pos + 28)
+        if data[pos + 46:pos + 46 + n] == member.encode():
+            local = struct.unpack_from("<I", data, pos + 42)[0]
+            if flag_bits is not None:
+                struct.pack_into("<H", data, pos + 8, struct.unpack_from("<H", data, pos + 8)[0] | flag_bits)
+                struct.pack_into("<H", data, local + 6, struct.unpack_from("<H", data, local + 6)[0] | flag_bits)
+            if file_size is not None:
+                struct.pack_into("<I", data, pos + 24, file_size)
+                struct.pack_into("<I", data, local + 22, file_size)
+        pos += 46 + n + m + k
+    path.write_bytes(bytes(data))
+
+
+def test_bomb_with_lying_header_is_caught_while_copying(tmp_path):
+    z = make_zip(tmp_path / "lie.zip", [("bomb.png", b"\x00" * (8 * 1024 * 1024))])
+    patch_member(z, "bomb.png", file_size=1000)
+    scan = scan_zip(z, tmp_path / "out", Limits(max_member_bytes=500))
+    # the header claims 1,000 bytes: zipfile stops there and the CRC check fails -> member refused,
+    # never more than the claimed bytes written
+    assert codes(scan)["bomb.png"] in ("corrupt_member", "file_too_large")
+    assert scan.bytes_total <= 1000
+
+
+def test_total_bytes_cap_counts_real_bytes(tmp_path):
+    members = [(f"{i}.png", png_bytes(64, 64, noise=True)) for i in range(6)]
+    z = make_zip(tmp_path / "a.zip", members, compression=zipfile.ZIP_STORED)
+    one = len(members[0][1])
+    with pytest.raises(UserFacingError, match="unpack"):
+        scan_zip(z, tmp_path / "out", Limits(max_total_bytes=one * 3))
+
+
+def test_declared_total_over_cap_fails_before_reading(tmp_path):
+    z = make_zip(tmp_path / "a.zip", [("a.png", png_bytes()), ("b.png", png_bytes(color="blue"))])
+    with pytest.raises(UserFacingError, match="would unpack"):
+        scan_zip(z, tmp_path / "out", Limits(max_total_bytes=50))
+
+
+def test_member_byte_cap_skips_member(tmp_path):
+    big = png_bytes(200, 200, noise=True)
+    z = make_zip(tmp_path / "a.zip", [("big.png", big), ("small.png", png_bytes())])
+    scan = scan_zip(z, tmp_path / "out", Limits(max_member_bytes=len(big) - 1))
+    assert codes(scan) == {"big.png": "file_too_large"}
+    assert [i.original_name for i in scan.images] == ["small.png"]
+
+
+def test_non_image_named_png_and_truncated_png(tmp_path):
+    full = png_bytes(120, 120, noise=True)
+    z = make_zip(tmp_path / "a.zip", [("fake.png", b"this is not a picture at all"),
+                                      ("cut.png", full[: len(full) * 2 // 3]), ("ok.png", png_bytes())])
+    scan = scan_zip(z, tmp_path / "out")
+    c = codes(scan)
+    assert c["fake.png"] == "not_an_image"
+    assert c["cut.png"] in ("image_truncated", "image_unreadable")
+    assert [i.original_name for i in scan.images] == ["ok.png"]
+
+
+def test_gigapixel_header_is_refused_without_decoding(tmp_path):
+    z = make_zip(tmp_path / "a.zip", [("giga.png", huge_header_png()), ("ok.png", png_bytes())])
+    scan = scan_zip(z, tmp_path / "out")
+    assert codes(scan) == {"giga.png": "image_too_many_pixels"}
+    assert "10000000000 pixels" in scan.skipped[0].reason
+
+
+def test_max_image_pixels_restored_and_moderate_limit(tmp_path):
+    before = Image.MAX_IMAGE_PIXELS
+    z = make_zip(tmp_path / "a.zip", [("mid.png", png_bytes(300, 300))])
+    scan = scan_zip(z, tmp_path / "out", Limits(max_image_pixels=10_000))
+    assert codes(scan) == {"mid.png": "image_too_many_pixels"}
+    assert Image.MAX_IMAGE_PIXELS == before
+
+
+def test_oversized_images_are_skipped_with_size(tmp_path):
+    z = make_zip(tmp_path / "a.zip", [("wide.png", png_bytes(50, 10)), ("ok.png", png_bytes(40, 40))])
+    scan = scan_zip(z, tmp_path / "out", Limits(max_side=40))
+    assert [(s.name, s.width, s.height) for s in scan.oversized] == [("wide.png", 50, 10)]
+    assert [i.original_name for i in scan.images] == ["ok.png"]
+
+
+def test_not_a_zip_is_fatal(tmp_path):
+    p = tmp_path / "images.zip"
+    p.write_bytes(b"name,question\n")
+    with pytest.raises(UserFacingError, match="not a readable ZIP"):
+        scan_zip(p, tmp_path / "out")
+
+
+def test_duplicate_member_names_and_identical_content(tmp_path):
+    data = png_bytes()
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicate name
+        z = make_zip(tmp_path / "a.zip", [("a.png", data), ("a.png", png_bytes(color="blue")), ("b.png", data)])
+    scan = scan_zip(z, tmp_path / "out")
+    assert codes(scan) == {"a.png": "duplicate_member"}
+    assert [i.original_name for i in scan.images] == ["a.png", "b.png"]
+    assert scan.images[0].stored_name == scan.images[1].stored_name  # same bytes, stored once
+    assert len(os.listdir(tmp_path / "out")) == 1
+
+
+def test_cancel_and_progress(tmp_path):
+    z = make_zip(tmp_path / "a.zip", [(f"{i}.png", png_bytes(color=(i, 0, 0))) for i in range(60)])
+    seen = []
+    scan_zip(z, tmp_path / "out", report=lambda p, s: seen.append(p))
+    assert seen[0] == 0.0 and seen[-1] == 1.0
+    with pytest.raises(Cancelled):
+        scan_zip(z, tmp_path / "out2", should_cancel=lambda: True)
