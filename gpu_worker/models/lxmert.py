@@ -1,0 +1,145 @@
+"""LXMERT (``LxmertForQuestionAnswering``): language encoder + object-relationship encoder + cross encoder.
+
+Takes region features AND their positions: ``visual_feats`` from ``gpu_worker.features`` (cached per
+image) and ``visual_pos`` = the region boxes normalised to 0..1 by the image size. The answer head is
+resized to the answer vocabulary of the training items. Explanation: the last cross-modality layer's
+language->vision attention (``cross_encoder_attentions[-1]``, B x H x T x N) from [CLS], mean over
+heads: one score per region box.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from gpu_worker import features as F
+from gpu_worker.models import hf_common as hc
+from gpu_worker.models.base import ModelSpec, VQAAdapter, read_piggyback_json, write_piggyback_json
+from gpu_worker.models.registry import get_spec, register
+from gpu_worker.models.visualbert import _jsonable, _tokenizer, build_extractor, region_features
+
+SPEC = register(ModelSpec(
+    key="lxmert", family="lxmert", task="classify", default_source="unc-nlp/lxmert-base-uncased",
+    needs_features=True, can_explain=True, zero_shot=False, finetune_gpu_memory_gb=10.0,
+    description="LXMERT (separate language and vision encoders joined by cross-attention) over image-region "
+                "features and their positions; features are cached per image.",
+    adapter_path="gpu_worker.models.lxmert:LxmertAdapter",
+    default_params={"epochs": 10, "learning_rate": 5e-5, "batch_size": 32, "warmup_ratio": 0.1,
+                    "weight_decay": 0.01, "val_fraction": 0.1, "patience": 3, "grad_accum_steps": 1,
+                    "freeze_encoder": False, "seed": 0, "feature_extractor": "grid", "feature_grid": 6}))
+
+
+class LxmertAdapter(VQAAdapter):
+    def __init__(self, spec, model, tokenizer, extractor, device=None, params=None):
+        super().__init__(spec, device, params)
+        self.model = model.to(self.device)
+        self.tokenizer = tokenizer
+        self.extractor = extractor
+        self.id2label = {int(k): v for k, v in model.config.id2label.items()}
+        self.label2id = {v: k for k, v in self.id2label.items()}
+        self.max_text = min(40, int(model.config.max_position_embeddings))
+
+    @classmethod
+    def create(cls, spec, items, image_root, params, source=None, device=None):
+        from transformers import AutoTokenizer, LxmertForQuestionAnswering
+
+        src = source or spec.default_source
+        answers = hc.build_answer_vocab(items, int(params.get("max_answers", 3129)))
+        model = LxmertForQuestionAnswering.from_pretrained(src)
+        model.resize_num_qa_labels(len(answers))
+        model.config.id2label = {i: a for i, a in enumerate(answers)}
+        model.config.label2id = {a: i for i, a in enumerate(answers)}
+        tokenizer = _tokenizer(src, AutoTokenizer)
+        extractor = build_extractor(params, model.config.visual_feat_dim, device)
+        return cls(spec, model, tokenizer, extractor, device, params)
+
+    @classmethod
+    def load(cls, folder_or_hub_id, device=None, **opts):
+        from transformers import AutoTokenizer, LxmertForQuestionAnswering
+
+        meta = read_piggyback_json(folder_or_hub_id) if os.path.isdir(folder_or_hub_id) else {}
+        spec = get_spec(opts.get("model_key") or meta.get("model_key") or "lxmert")
+        params = dict(meta.get("params") or opts.get("params") or {})
+        model = LxmertForQuestionAnswering.from_pretrained(folder_or_hub_id)
+        tokenizer = _tokenizer(folder_or_hub_id, AutoTokenizer)
+        if os.path.isfile(os.path.join(str(folder_or_hub_id), F.EXTRACTOR_FILE)):
+            extractor = F.load_extractor(folder_or_hub_id, device=device)
+        else:
+            extractor = build_extractor(params, model.config.visual_feat_dim, device)
+        return cls(spec, model, tokenizer, extractor, device, params)
+
+    # ---- encoding -------------------------------------------------------------------------
+    def encode(self, items, image_root):
+        enc = region_features(self.extractor, items, image_root, self.params.get("feature_cache_dir"))
+        scale = torch.tensor([[w, h, w, h] for w, h in enc["sizes"]], dtype=torch.float).unsqueeze(1)
+        enc["pos"] = (enc["boxes"] / scale).clamp(0, 1)
+        tok = self.tokenizer([it["question"] for it in items], truncation=True, max_length=self.max_text)
+        enc["ids"] = [torch.tensor(x, dtype=torch.long) for x in tok["input_ids"]]
+        if any(it.get("answers") for it in items):
+            enc["targets"] = hc.soft_targets(items, self.label2id)
+        return enc
+
+    def batches(self, encoded, batch_size, shuffle, generator=None):
+        for idx in hc.index_batches(len(encoded["ids"]), batch_size, shuffle, generator):
+            yield self._collate(encoded, idx)
+
+    def num_batches(self, encoded, batch_size):
+        return -(-len(encoded["ids"]) // batch_size)
+
+    def _collate(self, enc, idx):
+        ids = hc.pad_stack([enc["ids"][i] for i in idx], self.tokenizer.pad_token_id)
+        img = enc["img_idx"][idx]
+        return {"input_ids": ids, "attention_mask": (ids != self.tokenizer.pad_token_id).long(),
+                "visual_feats": enc["feats"][img], "visual_pos": enc["pos"][img],
+                "visual_attention_mask": enc["vmask"][img], "boxes": enc["boxes"][img],
+                "targets": enc["targets"][idx] if "targets" in enc else None}
+
+    def _forward(self, batch, output_attentions=False):
+        d = self.device
+        return self.model(input_ids=batch["input_ids"].to(d), attention_mask=batch["attention_mask"].to(d),
+                          visual_feats=batch["visual_feats"].to(d), visual_pos=batch["visual_pos"].to(d),
+                          visual_attention_mask=batch["visual_attention_mask"].to(d),
+                          output_attentions=output_attentions)
+
+    # ---- training -------------------------------------------------------------------------
+    def training_loss(self, batch):
+        with hc.autocast(self.device):
+            logits = self._forward(batch).question_answering_score
+        targets = batch["targets"].to(self.device)
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), targets) * targets.shape[1]
+
+    def trainable_parameters(self):
+        if self.params.get("freeze_encoder"):
+            for p in self.model.lxmert.parameters():
+                p.requires_grad_(False)
+            return list(self.model.answer_head.parameters())
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    # ---- inference ------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, items, image_root, top_k=5, explain=False, **gen):
+        self.model.eval()
+        results = []
+        for chunk in hc.chunks(items, int(self.params.get("predict_batch_size", 32))):
+            enc = self.encode([dict(it, answers=[]) for it in chunk], image_root)
+            batch = self._collate(enc, torch.arange(len(chunk)))
+            with hc.autocast(self.device):
+                out = self._forward(batch, output_attentions=explain)
+            probs = torch.sigmoid(out.question_answering_score.float())
+            for b, t in enumerate(hc.topk_from_probs(probs, self.id2label, top_k)):
+                r = {"answer": t[0]["answer"], "confidence": t[0]["score"], "top_k": t, "regions": []}
+                if explain:
+                    att = out.cross_encoder_attentions[-1][b].float().mean(0)[0].cpu()  # [CLS] -> regions
+                    att = att * batch["visual_attention_mask"][b].float()
+                    r["regions"] = hc.box_regions(att, batch["boxes"][b])
+                results.append(r)
+        return results
+
+    # ---- persistence ----------------------------------------------------------------------
+    def save(self, folder):
+        os.makedirs(folder, exist_ok=True)
+        self.model.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
+        self.extractor.save(folder)
+        write_piggyback_json(folder, self.spec, params=_jsonable(self.params),
+                             features=self.extractor.describe())
