@@ -136,6 +136,8 @@ def merge_candidates(texts: list[str], logprobs: list[float], k: int) -> tuple[s
     for t, lp in zip(texts, logprobs):
         a = normalize_answer(t)
         pooled[a] = pooled.get(a, 0.0) + math.exp(lp)
+    if len(pooled) > 1:
+        pooled.pop("", None)  # an empty generation is never the answer when there is another candidate
     ranked = sorted(pooled.items(), key=lambda kv: -kv[1])[:max(1, k)]
     top = [{"answer": a, "score": round(min(1.0, p), 6)} for a, p in ranked]
     return top[0]["answer"], top[0]["score"], top
