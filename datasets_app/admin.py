@@ -1,0 +1,55 @@
+from django.contrib import admin
+
+from datasets_app.models import Dataset, DatasetItem, DroppedRow, Membership, Project
+from piggyback.admin_base import RUN_LIST, BackgroundRunAdmin
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 0
+    autocomplete_fields = ["user"]
+
+
+@admin.register(Project)
+class ProjectAdmin(admin.ModelAdmin):
+    list_display = ("name", "owner", "member_count", "created_at")
+    search_fields = ("name", "description", "owner__username")
+    list_filter = ("created_at",)
+    inlines = [MembershipInline]
+    autocomplete_fields = ["owner"]
+
+    @admin.display(description="members")
+    def member_count(self, obj):
+        return obj.memberships.count()
+
+
+@admin.register(Membership)
+class MembershipAdmin(admin.ModelAdmin):
+    list_display = ("project", "user", "role", "added_at")
+    list_filter = ("role",)
+    search_fields = ("project__name", "user__username", "user__email")
+
+
+@admin.register(Dataset)
+class DatasetAdmin(BackgroundRunAdmin):
+    list_display = ("name", "project", "format") + RUN_LIST
+    list_filter = ("status", "format", "level", "created_at")
+    search_fields = ("name", "project__name", "questions_original_name", "images_original_name")
+    raw_id_fields = ("project", "created_by")
+
+
+@admin.register(DatasetItem)
+class DatasetItemAdmin(admin.ModelAdmin):
+    list_display = ("question", "dataset", "row", "answer_type", "question_type")
+    list_filter = ("answer_type",)
+    search_fields = ("question", "image_original_name", "dataset__name")
+    raw_id_fields = ("dataset",)
+    list_select_related = ("dataset",)
+
+
+@admin.register(DroppedRow)
+class DroppedRowAdmin(admin.ModelAdmin):
+    list_display = ("dataset", "row", "image", "reason_code", "reason")
+    list_filter = ("reason_code",)
+    search_fields = ("reason", "image", "question", "dataset__name")
+    raw_id_fields = ("dataset",)

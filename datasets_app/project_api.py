@@ -1,0 +1,74 @@
+"""/api/v1/projects/ — CRUD on projects and their members."""
+from __future__ import annotations
+
+from django.db import transaction
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from datasets_app import project_services
+from datasets_app.models import Membership, Project
+from piggyback.api import TenantViewSetMixin
+
+
+class MembershipSerializer(serializers.ModelSerializer):
+    username = serializers.CharField(source="user.username", read_only=True)
+    user = serializers.CharField(write_only=True, help_text="username or e-mail")
+
+    class Meta:
+        model = Membership
+        fields = ["id", "username", "user", "role", "added_at"]
+        read_only_fields = ["id", "username", "added_at"]
+
+
+class ProjectSerializer(serializers.ModelSerializer):
+    owner = serializers.CharField(source="owner.username", read_only=True)
+    my_role = serializers.SerializerMethodField()
+    members = MembershipSerializer(source="memberships", many=True, read_only=True)
+
+    class Meta:
+        model = Project
+        fields = ["id", "name", "description", "owner", "my_role", "members", "created_at"]
+        read_only_fields = ["id", "owner", "my_role", "members", "created_at"]
+
+    def get_my_role(self, obj) -> str | None:
+        request = self.context.get("request")
+        return obj.role_for(request.user) if request else None
+
+
+class ProjectViewSet(TenantViewSetMixin, viewsets.ModelViewSet):
+    queryset = Project.objects.all().order_by("-created_at")
+    serializer_class = ProjectSerializer
+    role_by_action = {"update": "owner", "partial_update": "owner", "destroy": "owner", "members": "viewer"}
+
+    def get_queryset(self):
+        return Project.objects.for_user(self.request.user).select_related("owner").prefetch_related(
+            "memberships__user"
+        ).order_by("-created_at")
+
+    def perform_create(self, serializer):
+        serializer.instance = project_services.create_project(
+            self.request.user, serializer.validated_data["name"], serializer.validated_data.get("description", "")
+        )
+
+    def required_role(self, request):
+        if self.action == "members" and request.method == "POST":
+            return "owner"
+        return super().required_role(request)
+
+    @extend_schema(request=MembershipSerializer, responses=MembershipSerializer)
+    @action(detail=True, methods=["get", "post"])
+    def members(self, request, pk=None):
+        """List members, or (owner) add one by username or e-mail with a role."""
+        project = self.get_object()
+        if request.method == "GET":
+            return Response(MembershipSerializer(project.memberships.select_related("user"), many=True).data)
+        ser = MembershipSerializer(data=request.data)
+        ser.is_valid(raise_exception=True)
+        try:
+            with transaction.atomic():
+                m = project_services.add_member(project, ser.validated_data["user"], ser.validated_data["role"])
+        except project_services.MemberError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+        return Response(MembershipSerializer(m).data, status=status.HTTP_201_CREATED)

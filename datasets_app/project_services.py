@@ -1,0 +1,53 @@
+"""Rules for projects and members (the only place that creates or changes them)."""
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.db.models import Q
+
+from datasets_app.models import Membership, Project
+
+
+class MemberError(ValueError):
+    pass
+
+
+@transaction.atomic
+def create_project(owner, name: str, description: str = "") -> Project:
+    project = Project.objects.create(owner=owner, name=name.strip(), description=description.strip())
+    Membership.objects.create(project=project, user=owner, role=Membership.Role.OWNER)
+    return project
+
+
+@transaction.atomic
+def add_member(project: Project, username_or_email: str, role: str) -> Membership:
+    ident = (username_or_email or "").strip()
+    if not ident:
+        raise MemberError("Type the username or e-mail address of the person to add.")
+    if role not in Membership.Role.values:
+        raise MemberError(f"Unknown role {role!r}; choose viewer, editor or owner.")
+    User = get_user_model()
+    users = list(User.objects.filter(Q(username__iexact=ident) | Q(email__iexact=ident))[:2])
+    if not users:
+        raise MemberError(f"No PiggyBack account has the username or e-mail “{ident}”. Ask them to sign up first.")
+    if len(users) > 1:
+        raise MemberError(f"Several accounts match “{ident}”; use the exact username instead.")
+    membership, created = Membership.objects.get_or_create(project=project, user=users[0], defaults={"role": role})
+    if not created and membership.role != role:
+        if membership.role == Membership.Role.OWNER and role != Membership.Role.OWNER:
+            _ensure_other_owner(project, membership.user)
+        membership.role = role
+        membership.save(update_fields=["role"])
+    return membership
+
+
+def _ensure_other_owner(project: Project, user) -> None:
+    if not project.memberships.filter(role=Membership.Role.OWNER).exclude(user=user).exists():
+        raise MemberError("A project needs at least one owner; make someone else owner first.")
+
+
+@transaction.atomic
+def remove_member(project: Project, membership: Membership) -> None:
+    if membership.role == Membership.Role.OWNER:
+        _ensure_other_owner(project, membership.user)
+    membership.delete()

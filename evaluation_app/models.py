@@ -1,0 +1,91 @@
+"""Batch evaluations and every prediction (single, sample or batch) with its attention overlay."""
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from piggyback.jobs import BackgroundRun
+from piggyback.tenancy import TenantManager
+
+
+class Evaluation(BackgroundRun):
+    JOB_PREFIX = "eval"
+    QUEUE = "gpu"
+    TENANT_PATH = "project"
+
+    project = models.ForeignKey("datasets_app.Project", on_delete=models.CASCADE, related_name="evaluations")
+    training_run = models.ForeignKey(
+        "training_app.TrainingRun", null=True, blank=True, on_delete=models.CASCADE, related_name="evaluations"
+    )
+    model = models.ForeignKey(
+        "training_app.PretrainedModel", null=True, blank=True, on_delete=models.PROTECT, related_name="evaluations",
+        help_text="Zero-shot model (when no training run is given)",
+    )
+    name = models.CharField(max_length=120, blank=True, default="")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    images_file = models.FileField(upload_to="evaluations/uploads/%Y/%m/", max_length=300)
+    questions_file = models.FileField(upload_to="evaluations/uploads/%Y/%m/", max_length=300)
+    params = models.JSONField(default=dict, blank=True)
+    counts = models.JSONField(default=dict, blank=True)
+    warnings = models.JSONField(default=list, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    output_dir = models.CharField(max_length=300, blank=True, default="")
+
+    objects = TenantManager()
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return self.name or f"Evaluation {self.pk}"
+
+
+class Prediction(models.Model):
+    class Kind(models.TextChoices):
+        SINGLE = "single", "Single question"
+        SAMPLE = "sample", "Sample image"
+        BATCH = "batch", "Batch"
+
+    TENANT_PATH = "project"
+
+    project = models.ForeignKey("datasets_app.Project", on_delete=models.CASCADE, related_name="predictions")
+    kind = models.CharField(max_length=8, choices=Kind.choices, db_index=True)
+    evaluation = models.ForeignKey(
+        Evaluation, null=True, blank=True, on_delete=models.CASCADE, related_name="predictions"
+    )
+    training_run = models.ForeignKey(
+        "training_app.TrainingRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="predictions"
+    )
+    model = models.ForeignKey(
+        "training_app.PretrainedModel", null=True, blank=True, on_delete=models.SET_NULL, related_name="predictions"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="predictions"
+    )
+    row = models.PositiveIntegerField(null=True, blank=True)
+    image = models.CharField(max_length=300, help_text="Storage name of the image")
+    image_original_name = models.CharField(max_length=300, blank=True, default="")
+    question = models.TextField()
+    answer = models.CharField(max_length=300)
+    confidence = models.FloatField(default=0)
+    top_k = models.JSONField(default=list, blank=True)
+    regions = models.JSONField(default=list, blank=True)
+    overlay = models.CharField(max_length=300, blank=True, default="", help_text="Storage name of the boxes overlay")
+    heatmap = models.CharField(max_length=300, blank=True, default="", help_text="Storage name of the heat-map")
+    expected_answers = models.JSONField(default=list, blank=True)
+    answer_type = models.CharField(max_length=10, blank=True, default="")
+    question_type = models.CharField(max_length=60, blank=True, default="")
+    vqa_score = models.FloatField(null=True, blank=True)
+    params = models.JSONField(default=dict, blank=True)
+    latency_ms = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    objects = TenantManager()
+
+    class Meta:
+        ordering = ["-created_at", "row"]
+
+    def __str__(self):
+        return f"{self.question[:60]} → {self.answer}"

@@ -1,0 +1,99 @@
+"""Files go through Django's storage API (local folder or S3-compatible store).
+
+* Pages and API serve files only through permission-checked views (:func:`serve_file`).
+* Workers call :func:`local_copy` to get a local path (a no-op for the local filesystem storage,
+  a cached download for remote stores) and :func:`save_local` to store results.
+"""
+from __future__ import annotations
+
+import hashlib
+import mimetypes
+import shutil
+from pathlib import Path
+
+from django.conf import settings
+from django.core.files import File
+from django.core.files.storage import default_storage
+from django.http import FileResponse, Http404
+
+
+def local_copy(name: str) -> Path:
+    """A local path for a stored file (cached under WORKER_CACHE_DIR for remote storages)."""
+    try:
+        return Path(default_storage.path(name))
+    except NotImplementedError:
+        pass
+    digest = hashlib.sha256(name.encode()).hexdigest()[:24]
+    target = Path(settings.WORKER_CACHE_DIR) / "files" / digest / Path(name).name
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(target.suffix + ".part")
+        with default_storage.open(name, "rb") as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1024 * 1024)
+        tmp.replace(target)
+    return target
+
+
+def local_dir(prefix: str) -> Path:
+    """A local folder for a storage prefix (materialised from a remote store when needed)."""
+    try:
+        return Path(default_storage.path(prefix))
+    except NotImplementedError:
+        pass
+    digest = hashlib.sha256(prefix.encode()).hexdigest()[:24]
+    target = Path(settings.WORKER_CACHE_DIR) / "dirs" / digest
+    _materialise(prefix.rstrip("/"), target)
+    return target
+
+
+def _materialise(prefix: str, target: Path) -> None:
+    dirs, files = default_storage.listdir(prefix)
+    target.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        dst = target / f
+        if not dst.exists():
+            with default_storage.open(f"{prefix}/{f}", "rb") as src, open(dst, "wb") as out:
+                shutil.copyfileobj(src, out, 1024 * 1024)
+    for d in dirs:
+        _materialise(f"{prefix}/{d}", target / d)
+
+
+def save_local(local_path: Path | str, name: str) -> str:
+    """Store a local file under exactly ``name`` (replacing it); returns the stored name."""
+    local_path = Path(local_path)
+    try:
+        dest = Path(default_storage.path(name))
+        if dest.resolve() == local_path.resolve():
+            return name
+    except NotImplementedError:
+        pass
+    if default_storage.exists(name):
+        default_storage.delete(name)
+    with open(local_path, "rb") as fh:
+        return default_storage.save(name, File(fh))
+
+
+def save_tree(local_root: Path | str, prefix: str) -> list[str]:
+    """Store every file under ``local_root`` at ``prefix/<relative path>``."""
+    local_root = Path(local_root)
+    stored = []
+    for path in sorted(local_root.rglob("*")):
+        if path.is_file():
+            stored.append(save_local(path, f"{prefix}/{path.relative_to(local_root).as_posix()}"))
+    return stored
+
+
+def serve_file(name: str, *, download_name: str | None = None, as_attachment: bool = False) -> FileResponse:
+    """Stream a stored file; the caller has already checked that the user may see it."""
+    if not name or not default_storage.exists(name):
+        raise Http404("This file is not there any more.")
+    content_type, _ = mimetypes.guess_type(download_name or name)
+    response = FileResponse(
+        default_storage.open(name, "rb"),
+        as_attachment=as_attachment,
+        filename=download_name or Path(name).name,
+        content_type=content_type or "application/octet-stream",
+    )
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Cache-Control"] = "private, max-age=3600"
+    return response

@@ -1,0 +1,41 @@
+from django.contrib import admin
+from django.contrib.admin.views.decorators import staff_member_required
+from django.shortcuts import redirect
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import SimpleRouter
+
+from datasets_app.project_api import ProjectViewSet
+from piggyback.api import TokenView
+from piggyback.health import healthz
+
+
+def home(request):
+    return redirect("projects:list" if request.user.is_authenticated else "account_login")
+
+
+router = SimpleRouter()
+router.register("projects", ProjectViewSet, basename="project")
+
+api_v1 = [
+    path("auth/token/", TokenView.as_view(), name="api-token"),
+    path("", include(router.urls)),
+    path("", include("datasets_app.api_urls")),
+    path("", include("training_app.api_urls")),
+    path("", include("evaluation_app.api_urls")),
+]
+
+urlpatterns = [
+    path("", home, name="home"),
+    path("healthz", healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+    path("accounts/", include("allauth.urls")),
+    path("django-rq/", include("django_rq.urls")),
+    path("projects/", include("datasets_app.project_urls")),
+    path("datasets/", include("datasets_app.urls")),
+    path("training/", include("training_app.urls")),
+    path("evaluate/", include("evaluation_app.urls")),
+    path("api/v1/", include(api_v1)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+]

@@ -1,0 +1,69 @@
+"""The model registry (seeded from gpu_worker's) and fine-tuning runs."""
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from piggyback.jobs import BackgroundRun
+from piggyback.tenancy import TenantManager
+
+
+class PretrainedModel(models.Model):
+    """A model users can pick: a gpu_worker registry entry plus a hub id or local folder."""
+
+    key = models.SlugField(max_length=80, unique=True)
+    name = models.CharField(max_length=120)
+    family = models.CharField(max_length=30)
+    task = models.CharField(max_length=10, choices=[("classify", "Classify"), ("generate", "Generate")])
+    registry_key = models.CharField(
+        max_length=80, help_text="gpu_worker registry key whose adapter loads this model"
+    )
+    source = models.CharField(
+        max_length=500, blank=True, default="", help_text="Hugging Face hub id or local folder; empty = from scratch"
+    )
+    description = models.TextField(blank=True, default="")
+    enabled = models.BooleanField(default=True)
+    zero_shot = models.BooleanField(default=False)
+    needs_features = models.BooleanField(default=False)
+    can_explain = models.BooleanField(default=True)
+    finetune_gpu_memory_gb = models.FloatField(default=0)
+    default_params = models.JSONField(default=dict, blank=True)
+    available = models.BooleanField(default=False)
+    availability_reason = models.CharField(max_length=300, blank=True, default="")
+    checked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-available", "family", "key"]
+
+    def __str__(self):
+        return self.name
+
+
+class TrainingRun(BackgroundRun):
+    JOB_PREFIX = "train"
+    QUEUE = "gpu"
+    TENANT_PATH = "project"
+
+    project = models.ForeignKey("datasets_app.Project", on_delete=models.CASCADE, related_name="training_runs")
+    dataset = models.ForeignKey("datasets_app.Dataset", on_delete=models.PROTECT, related_name="training_runs")
+    model = models.ForeignKey(PretrainedModel, on_delete=models.PROTECT, related_name="runs")
+    name = models.CharField(max_length=120, blank=True, default="")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    preset = models.CharField(max_length=20, blank=True, default="")
+    params = models.JSONField(default=dict, blank=True)
+    metrics = models.JSONField(default=dict, blank=True, help_text="loss curve, val accuracy, ...")
+    vqa_accuracy = models.FloatField(null=True, blank=True)
+    device = models.CharField(max_length=60, blank=True, default="")
+    log = models.TextField(blank=True, default="")
+    output_dir = models.CharField(max_length=300, blank=True, default="", help_text="Storage prefix of outputs")
+    resumed_from = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    objects = TenantManager()
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return self.name or f"Run {self.pk}"
