@@ -174,6 +174,24 @@ def _fatal_bomb(zip_label: str, member: str, what: str) -> UserFacingError:
         f"smaller ZIP files, and upload again.")
 
 
+def _check_declared(infos, limits: Limits, label: str) -> None:
+    """Cheap first line of defence from the central directory (the copy loop re-checks real bytes)."""
+    if len(infos) > limits.max_members:
+        raise UserFacingError(
+            f"The images ZIP '{label}' has {len(infos):,} entries; the limit is "
+            f"{limits.max_members:,}. Split the images into several datasets or remove unused files.")
+    declared = sum(max(i.file_size, 0) for i in infos)
+    if declared > limits.max_total_bytes:
+        raise UserFacingError(
+            f"The images ZIP '{label}' would unpack to {declared:,} bytes; the limit is "
+            f"{limits.max_total_bytes:,} bytes. Upload fewer or smaller images.")
+
+
+def _declared_ratio_ok(info: zipfile.ZipInfo, limits: Limits) -> bool:
+    return not (info.file_size >= RATIO_MIN_BYTES and info.compress_size > 0
+                and info.file_size / info.compress_size > limits.max_ratio)
+
+
 def scan_zip(zip_path, out_dir, limits: Optional[Limits] = None, *,
              report: Optional[Callable] = None, should_cancel: Optional[Callable] = None,
              display_name: Optional[str] = None) -> ZipScan:
@@ -199,15 +217,7 @@ def scan_zip(zip_path, out_dir, limits: Optional[Limits] = None, *,
         except _ZIP_OPEN_ERRORS as exc:  # pragma: no cover - infolist is computed at open time
             raise UserFacingError(f"The images file '{label}' has a damaged table of contents ({exc}).")
         scan.members_total = len(infos)
-        if len(infos) > limits.max_members:
-            raise UserFacingError(
-                f"The images ZIP '{label}' has {len(infos):,} entries; the limit is "
-                f"{limits.max_members:,}. Split the images into several datasets or remove unused files.")
-        declared = sum(max(i.file_size, 0) for i in infos)
-        if declared > limits.max_total_bytes:
-            raise UserFacingError(
-                f"The images ZIP '{label}' would unpack to {declared:,} bytes; the limit is "
-                f"{limits.max_total_bytes:,} bytes. Upload fewer or smaller images.")
+        _check_declared(infos, limits, label)
         seen_names: set = set()
         by_hash: dict = {}
         total = 0
@@ -259,8 +269,7 @@ def _scan_member(zf, info, out_dir, limits, label, scan, seen_names, by_hash, to
             norm, "file_too_large",
             f"'{norm}' is {info.file_size:,} bytes; the limit per image is {limits.max_member_bytes:,}"))
         return total
-    if (info.file_size >= RATIO_MIN_BYTES and info.compress_size > 0
-            and info.file_size / info.compress_size > limits.max_ratio):
+    if not _declared_ratio_ok(info, limits):
         raise _fatal_bomb(label, norm, f"it compresses {info.file_size / info.compress_size:,.0f} to 1, "
                                        f"more than the allowed {limits.max_ratio:,.0f} to 1")
 

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from gpu_worker import Cancelled, UserFacingError
+from gpu_worker import safezip
 from gpu_worker.safezip import Limits, check_member_name, scan_zip
 
 
@@ -158,22 +159,29 @@ def patch_member(path, member, *, flag_bits=None, file_size=None):
     path.write_bytes(bytes(data))
 
 
-def test_bomb_with_lying_header_is_caught_while_copying(tmp_path):
-    z = make_zip(tmp_path / "lie.zip", [("bomb.png", b"\x00" * (8 * 1024 * 1024))])
+def test_header_understating_the_size_never_yields_more_bytes(tmp_path):
+    z = make_zip(tmp_path / "lie.zip", [("bomb.png", b"\x00" * (8 * 1024 * 1024)), ("ok.png", png_bytes())])
     patch_member(z, "bomb.png", file_size=1000)
-    scan = scan_zip(z, tmp_path / "out", Limits(max_member_bytes=500))
-    # the header claims 1,000 bytes: zipfile stops there and the CRC check fails -> member refused,
-    # never more than the claimed bytes written
-    assert codes(scan)["bomb.png"] in ("corrupt_member", "file_too_large")
-    assert scan.bytes_total <= 1000
+    scan = scan_zip(z, tmp_path / "out")
+    assert codes(scan) == {"bomb.png": "corrupt_member"}  # CRC of the first 1,000 bytes does not match
+    assert scan.bytes_total <= 1000 + len(png_bytes())
+    assert [i.original_name for i in scan.images] == ["ok.png"]
 
 
-def test_total_bytes_cap_counts_real_bytes(tmp_path):
+def test_copy_loop_counts_real_bytes_even_when_header_checks_pass(tmp_path, monkeypatch):
+    """Second line of defence: with the checks on declared sizes switched off, the byte counters in
+    the copy loop still stop a ratio bomb and an archive over the total-bytes cap."""
+    monkeypatch.setattr(safezip, "_check_declared", lambda infos, limits, label: None)
+    monkeypatch.setattr(safezip, "_declared_ratio_ok", lambda info, limits: True)
+    z = make_zip(tmp_path / "bomb.zip", [("bomb.png", b"\x00" * (4 * 1024 * 1024))])
+    with pytest.raises(UserFacingError, match="compresses more than 100 to 1"):
+        scan_zip(z, tmp_path / "out")
     members = [(f"{i}.png", png_bytes(64, 64, noise=True)) for i in range(6)]
-    z = make_zip(tmp_path / "a.zip", members, compression=zipfile.ZIP_STORED)
-    one = len(members[0][1])
-    with pytest.raises(UserFacingError, match="unpack"):
-        scan_zip(z, tmp_path / "out", Limits(max_total_bytes=one * 3))
+    z2 = make_zip(tmp_path / "a.zip", members, compression=zipfile.ZIP_STORED)
+    with pytest.raises(UserFacingError, match="unpacks to more than"):
+        scan_zip(z2, tmp_path / "out2", Limits(max_total_bytes=len(members[0][1]) * 3))
+    assert not any(p.name.startswith(".incoming") for p in (tmp_path / "out2").iterdir())
+    assert len(os.listdir(tmp_path / "out2")) == 3  # the first three images were accepted before the cap
 
 
 def test_declared_total_over_cap_fails_before_reading(tmp_path):
