@@ -119,6 +119,20 @@ def box_regions(scores: torch.Tensor, boxes: torch.Tensor, limit: int = MAX_REGI
             for i in order.tolist()]
 
 
+@contextlib.contextmanager
+def eager_attention(model):
+    """Temporarily switch a model to eager attention (SDPA returns no attention weights)."""
+    before = getattr(model.config, "_attn_implementation", None)
+    if before in (None, "eager"):
+        yield
+        return
+    model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(before)
+
+
 def square_grid(n: int) -> int:
     side = int(math.isqrt(n))
     if side * side != n:
@@ -139,7 +153,7 @@ def merge_candidates(texts: list[str], logprobs: list[float], k: int) -> tuple[s
     if len(pooled) > 1:
         pooled.pop("", None)  # an empty generation is never the answer when there is another candidate
     ranked = sorted(pooled.items(), key=lambda kv: -kv[1])[:max(1, k)]
-    top = [{"answer": a, "score": round(min(1.0, p), 6)} for a, p in ranked]
+    top = [{"answer": a, "score": float(f"{min(1.0, p):.6g}")} for a, p in ranked]
     return top[0]["answer"], top[0]["score"], top
 
 
