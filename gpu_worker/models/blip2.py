@@ -65,6 +65,11 @@ class Blip2Adapter(VQAAdapter):
         dtype = torch.float16 if (dev and dev.type == "cuda") or (dev is None and torch.cuda.is_available()) \
             else torch.float32
         model = Blip2ForConditionalGeneration.from_pretrained(src, dtype=dtype)
+        # the trainable part stays fp32 (GradScaler cannot unscale fp16 gradients); autocast runs it in
+        # bf16/fp16 on the GPU anyway
+        model.qformer.float()
+        model.language_projection.float()
+        model.query_tokens.data = model.query_tokens.data.float()
         return cls(spec, model, AutoProcessor.from_pretrained(src), device, params)
 
     # ---- encoding -------------------------------------------------------------------------
@@ -113,11 +118,11 @@ class Blip2Adapter(VQAAdapter):
 
     # ---- inference ------------------------------------------------------------------------
     @torch.no_grad()
-    def predict(self, items, image_root, top_k=5, explain=False, **gen):
+    def predict(self, items, image_root, top_k=5, explain=False, batch_size=None, **gen):
         self.model.eval()
         settings = hc.gen_settings(self.params, gen, top_k)
         results = []
-        for chunk in hc.chunks(items, int(self.params.get("predict_batch_size", 8))):
+        for chunk in hc.chunks(items, int(batch_size or self.params.get("predict_batch_size", 8))):
             paths, images, img_idx = hc.load_images(chunk, image_root)
             pixels = self.processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
             pixels = pixels[img_idx].to(self.device, self.model.dtype)

@@ -105,11 +105,11 @@ class Florence2Adapter(VQAAdapter):
 
     # ---- inference ------------------------------------------------------------------------
     @torch.no_grad()
-    def predict(self, items, image_root, top_k=5, explain=False, **gen):
+    def predict(self, items, image_root, top_k=5, explain=False, batch_size=None, **gen):
         self.model.eval()
         settings = hc.gen_settings(self.params, gen, top_k)
         results = []
-        for chunk in hc.chunks(items, int(self.params.get("predict_batch_size", 16))):
+        for chunk in hc.chunks(items, int(batch_size or self.params.get("predict_batch_size", 16))):
             paths, images, img_idx = hc.load_images(chunk, image_root)
             pixels = self._pixels(images)[img_idx].to(self.device)
             prompts = [self._prompt_ids(it["question"]) for it in chunk]

@@ -117,10 +117,10 @@ class LxmertAdapter(VQAAdapter):
 
     # ---- inference ------------------------------------------------------------------------
     @torch.no_grad()
-    def predict(self, items, image_root, top_k=5, explain=False, **gen):
+    def predict(self, items, image_root, top_k=5, explain=False, batch_size=None, **gen):
         self.model.eval()
         results = []
-        for chunk in hc.chunks(items, int(self.params.get("predict_batch_size", 32))):
+        for chunk in hc.chunks(items, int(batch_size or self.params.get("predict_batch_size", 32))):
             enc = self.encode([dict(it, answers=[]) for it in chunk], image_root)
             batch = self._collate(enc, torch.arange(len(chunk)))
             with hc.autocast(self.device):

@@ -66,7 +66,10 @@ class ViltAdapter(VQAAdapter):
         from transformers import AutoProcessor, ViltForQuestionAnswering
 
         meta = read_piggyback_json(folder_or_hub_id) if os.path.isdir(folder_or_hub_id) else {}
-        spec = get_spec(opts.get("model_key") or meta.get("model_key") or "vilt-vqa")
+        key = opts.get("model_key") or meta.get("model_key")
+        if not key:  # a hub id: the spec whose default weights these are (fine-tuned VQA head otherwise)
+            key = "vilt" if folder_or_hub_id == VILT.default_source else "vilt-vqa"
+        spec = get_spec(key)
         model = ViltForQuestionAnswering.from_pretrained(folder_or_hub_id)
         processor = AutoProcessor.from_pretrained(folder_or_hub_id)
         return cls(spec, model, processor, device, meta.get("params") or opts.get("params"))
@@ -131,10 +134,10 @@ class ViltAdapter(VQAAdapter):
 
     # ---- inference ------------------------------------------------------------------------
     @torch.no_grad()
-    def predict(self, items, image_root, top_k=5, explain=False, **gen):
+    def predict(self, items, image_root, top_k=5, explain=False, batch_size=None, **gen):
         self.model.eval()
         results = []
-        for chunk in hc.chunks(items, int(self.params.get("predict_batch_size", 32))):
+        for chunk in hc.chunks(items, int(batch_size or self.params.get("predict_batch_size", 32))):
             paths, images, img_idx = hc.load_images(chunk, image_root)
             enc = {"pixels": self._pixels(images), "sizes": [im.size for im in images], "img_idx": img_idx,
                    "ids": self._tokens([it["question"] for it in chunk])}
