@@ -39,8 +39,10 @@ class PiggyBaselineConfig(PretrainedConfig):
     model_type = "piggyback-baseline"
 
     def __init__(self, question_encoder="gru", vocab_size=2, word_dim=64, hidden_size=128,
-                 image_size=64, cnn_channels=(32, 64, 64, 128), grid_size=8, glimpses=2,
-                 fusion_size=256, dropout=0.1, text_embed_dim=384, max_question_length=32, **kwargs):
+                 image_size=64, cnn_channels=(16, 32, 64, 64), grid_size=8, glimpses=2,
+                 fusion_size=256, dropout=0.1, text_embed_dim=384, max_question_length=32, attention_size=64,
+                 **kwargs):
+        self.attention_size = attention_size
         self.question_encoder = question_encoder
         self.vocab_size = vocab_size
         self.word_dim = word_dim
@@ -92,9 +94,9 @@ class PiggyBaselineForVQA(PreTrainedModel):
             else:
                 raise ValueError(f"unknown question_encoder {c.question_encoder!r}")
         cdim = c.cnn_channels[-1]
-        self.att_v = nn.Linear(cdim, c.hidden_size)
-        self.att_q = nn.Linear(c.hidden_size, c.hidden_size)
-        self.att_out = nn.Linear(c.hidden_size, c.glimpses)
+        self.att_v = nn.Linear(cdim, c.attention_size)
+        self.att_q = nn.Linear(c.hidden_size, c.attention_size)
+        self.att_out = nn.Linear(c.attention_size, c.glimpses)
         self.fuse_v = nn.Linear(cdim * c.glimpses, c.fusion_size)
         self.fuse_q = nn.Linear(c.hidden_size, c.fusion_size)
         self.classifier = nn.Sequential(nn.Linear(c.fusion_size, c.fusion_size), nn.ReLU(),
@@ -130,10 +132,15 @@ class PiggyBaselineForVQA(PreTrainedModel):
         return self.bow((emb * m).sum(1) / m.sum(1).clamp(min=1.0))
 
     def forward(self, pixel_values=None, input_ids=None, attention_mask=None, image_index=None,
-                question_embeds=None, labels=None, image_features=None, output_attentions=None,
-                return_dict=None, **kwargs):
+                question_embeds=None, question_index=None, labels=None, image_features=None,
+                output_attentions=None, return_dict=None, **kwargs):
+        """One row per question. ``image_index[b]`` names the row of ``pixel_values`` (each image once)
+        and ``question_index[b]`` the row of ``input_ids``/``question_embeds`` (each distinct text once);
+        both default to the identity."""
         cells = image_features if image_features is not None else self.encode_images(pixel_values)
         q = self.encode_questions(input_ids, attention_mask, question_embeds)
+        if question_index is not None:
+            q = q[question_index]
         if image_index is None:
             if cells.size(0) != q.size(0):
                 raise ValueError("image_index is required when images and questions differ in number")
@@ -244,6 +251,7 @@ class BaselineAdapter(VQAAdapter):
         else:
             tokenizer = build_tokenizer([it["question"] for it in items])
         cfg_kw = dict(question_encoder=kind, image_size=int(params.get("image_size", 64)),
+                      cnn_channels=list(params.get("cnn_channels", (16, 32, 64, 64))),
                       grid_size=int(params.get("grid_size", 8)), hidden_size=int(params.get("hidden_size", 128)),
                       dropout=float(params.get("dropout", 0.1)))
         if src is not None:
@@ -295,9 +303,13 @@ class BaselineAdapter(VQAAdapter):
         with ThreadPoolExecutor(max_workers=max(1, min(4, torch.get_num_threads()))) as pool:
             loaded = list(pool.map(lambda n: load_image(os.path.join(image_root, n), size), names))
         images = torch.from_numpy(np.stack([a for a, _ in loaded])) if loaded else torch.zeros(0, 3, size, size, dtype=torch.uint8)
-        questions = [it["question"] for it in items]
+        # each distinct question text is encoded once per batch (templated data sets repeat them a lot)
+        q_index: dict[str, int] = {}
+        q_of_item = [q_index.setdefault(it["question"], len(q_index)) for it in items]
+        questions = list(q_index)
         enc = {"images": images, "sizes": [s for _, s in loaded], "image_names": names,
-               "img_idx": torch.tensor(img_idx, dtype=torch.long), "n": len(items)}
+               "img_idx": torch.tensor(img_idx, dtype=torch.long), "n": len(items),
+               "q_of_item": torch.tensor(q_of_item, dtype=torch.long)}
         if cfg.question_encoder == "minilm":
             enc["question_embeds"] = _minilm_embed(self.text_encoder, questions)
         else:
@@ -351,12 +363,13 @@ class BaselineAdapter(VQAAdapter):
         local[torch.tensor(group)] = torch.arange(len(group))
         b = {"pixel_values": enc["images"][group], "image_index": local[enc["img_idx"][qidx]], "qidx": qidx,
              "images": group}
+        uniq, b["question_index"] = torch.unique(enc["q_of_item"][qidx], return_inverse=True)
         if "input_ids" in enc:
-            lens = enc["lengths"][qidx]
-            b["input_ids"] = enc["input_ids"][qidx, : int(lens.max())]
+            lens = enc["lengths"][uniq]
+            b["input_ids"] = enc["input_ids"][uniq, : int(lens.max())]
             b["attention_mask"] = (torch.arange(b["input_ids"].size(1)).unsqueeze(0) < lens.unsqueeze(1)).long()
         else:
-            b["question_embeds"] = enc["question_embeds"][qidx]
+            b["question_embeds"] = enc["question_embeds"][uniq]
         ids, sc = enc["label_ids"][qidx], enc["label_scores"][qidx]
         labels = torch.zeros(len(qidx), self.model.config.num_labels + 1)
         labels.scatter_(1, torch.where(ids < 0, self.model.config.num_labels, ids), sc)
@@ -366,7 +379,7 @@ class BaselineAdapter(VQAAdapter):
         return b
 
     def _inputs(self, batch):
-        keys = ("pixel_values", "image_index", "input_ids", "attention_mask", "question_embeds")
+        keys = ("pixel_values", "image_index", "question_index", "input_ids", "attention_mask", "question_embeds")
         return {k: batch[k].to(self.device, non_blocking=True) for k in keys if k in batch}
 
     def training_loss(self, batch):
@@ -414,10 +427,10 @@ class BaselineAdapter(VQAAdapter):
             self.model.train(was_training)
         return results
 
-    def predict(self, items, image_root, top_k=5, explain=False, **gen):
+    def predict(self, items, image_root, top_k=5, explain=False, batch_size=256, should_cancel=None, **gen):
         enc = self.encode(items, image_root)
-        return self.predict_encoded(enc, top_k=top_k, explain=explain, batch_size=int(gen.get("batch_size", 256)),
-                                    should_cancel=gen.get("should_cancel"))
+        return self.predict_encoded(enc, top_k=top_k, explain=explain, batch_size=int(batch_size),
+                                    should_cancel=should_cancel)
 
     # ---- persistence ----------------------------------------------------------------------------
     def save(self, folder):
