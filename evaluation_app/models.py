@@ -4,6 +4,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
+from datasets_app.models import upload_path
 from piggyback.jobs import BackgroundRun
 from piggyback.tenancy import TenantManager
 
@@ -25,8 +26,8 @@ class Evaluation(BackgroundRun):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    images_file = models.FileField(upload_to="evaluations/uploads/%Y/%m/", max_length=300)
-    questions_file = models.FileField(upload_to="evaluations/uploads/%Y/%m/", max_length=300)
+    images_file = models.FileField(upload_to=upload_path, max_length=300)
+    questions_file = models.FileField(upload_to=upload_path, max_length=300)
     params = models.JSONField(default=dict, blank=True)
     counts = models.JSONField(default=dict, blank=True)
     warnings = models.JSONField(default=list, blank=True)

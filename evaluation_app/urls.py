@@ -1,4 +1,14 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
+
+from evaluation_app import views
 
 app_name = "evaluation"
-urlpatterns: list = []
+urlpatterns = [
+    path("runs/<int:run_pk>/", views.run_page, name="run"),
+    path("models/", views.zero_shot_list, name="zero_shot"),
+    path("models/<int:model_pk>/", views.model_page, name="model"),
+    path("evaluations/<int:pk>/", views.evaluation_page, name="evaluation"),
+    path("history/", views.history_page, name="history"),
+    path("history/download.zip", views.history_zip, name="history_zip"),
+    path("samples/<str:key>.png", views.sample_image, name="sample_image"),
+]

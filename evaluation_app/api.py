@@ -1,0 +1,227 @@
+"""Evaluation API: predict one question (fine-tuned run or zero-shot model), batch evaluations with their
+downloads, the user's question history, and permission-checked overlay / image files."""
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import Q
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from datasets_app.models import Project
+from evaluation_app import services
+from evaluation_app.models import Evaluation, Prediction
+from evaluation_app.serializers import (
+    EvaluationCreateSerializer,
+    EvaluationSerializer,
+    PredictionSerializer,
+    PredictRequestSerializer,
+)
+from gpu_worker import UserFacingError
+from piggyback.api import TenantViewSetMixin, require_project_role
+from piggyback.files import serve_file
+
+
+def _message(exc: DjangoValidationError) -> str:
+    return " ".join(exc.messages)
+
+
+def filter_predictions(qs, params):
+    """``q`` searches question and answer; ``wrong=1`` keeps answers that scored below 1."""
+    q = (params.get("q") or "").strip()
+    if q:
+        qs = qs.filter(Q(question__icontains=q) | Q(answer__icontains=q))
+    if params.get("wrong") in ("1", "true", "yes", "on"):
+        qs = qs.filter(vqa_score__lt=1)
+    return qs
+
+
+class _PredictBase(APIView):
+    parser_classes = [MultiPartParser, FormParser]
+
+    def _answer(self, request, project, target):
+        data = PredictRequestSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        require_project_role(request.user, project, "editor")
+        try:
+            params = services.clamp_params(target, data.validated_data)
+            prediction = services.predict_uploaded(request.user, project, target, uploaded=data.validated_data["image"],
+                                                   question=data.validated_data["question"], params=params)
+        except DjangoValidationError as exc:
+            raise ValidationError({"detail": _message(exc)})
+        except UserFacingError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response(PredictionSerializer(prediction, context={"request": request}).data,
+                        status=status.HTTP_201_CREATED)
+
+
+class RunPredictView(_PredictBase):
+    """Ask a fine-tuned model one question about an uploaded image."""
+
+    @extend_schema(
+        operation_id="training_runs_predict",
+        request={"multipart/form-data": PredictRequestSerializer},
+        responses={201: PredictionSerializer, 400: OpenApiResponse(description="Bad image or question"),
+                   403: OpenApiResponse(description="Viewers cannot ask"), 404: OpenApiResponse(description="Not yours"),
+                   409: OpenApiResponse(description="The run has not succeeded")},
+        tags=["evaluation"],
+    )
+    def post(self, request, pk):
+        from training_app.models import TrainingRun
+
+        run = get_object_or_404(TrainingRun.objects.for_user(request.user).select_related("model", "project"), pk=pk)
+        return self._answer(request, run.project, run)
+
+
+class ModelPredictView(_PredictBase):
+    """Ask a zero-shot model (BLIP, BLIP-2, Florence-2, ViLT-VQA) one question, within a project."""
+
+    @extend_schema(
+        operation_id="models_predict",
+        parameters=[OpenApiParameter("project", OpenApiTypes.INT, OpenApiParameter.QUERY, required=True,
+                                     description="Project the question and its history belong to")],
+        request={"multipart/form-data": PredictRequestSerializer},
+        responses={201: PredictionSerializer, 403: OpenApiResponse(description="Viewers cannot ask"),
+                   404: OpenApiResponse(description="Unknown model or project"),
+                   409: OpenApiResponse(description="Weights not available")},
+        tags=["evaluation"],
+    )
+    def post(self, request, key):
+        from training_app.models import PretrainedModel
+
+        model = get_object_or_404(PretrainedModel.objects.filter(zero_shot=True, enabled=True), key=key)
+        project_id = request.query_params.get("project") or request.data.get("project")
+        if not str(project_id or "").isdigit():
+            raise ValidationError({"project": "Give ?project=<id>."})
+        project = get_object_or_404(Project.objects.for_user(request.user), pk=int(project_id))
+        return self._answer(request, project, model)
+
+
+class EvaluationViewSet(TenantViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin,
+                        mixins.CreateModelMixin, viewsets.GenericViewSet):
+    """Batch evaluations: upload a ZIP of images + questions CSV (answers optional), follow the progress,
+    read the metrics and download the results."""
+
+    queryset = Evaluation.objects.all().order_by("-created_at")
+    serializer_class = EvaluationSerializer
+    parser_classes = [MultiPartParser, FormParser]
+
+    def get_queryset(self):
+        qs = super().get_queryset().select_related("training_run", "model")
+        project = self.request.query_params.get("project")
+        return qs.filter(project_id=project) if str(project or "").isdigit() else qs
+
+    @extend_schema(request={"multipart/form-data": EvaluationCreateSerializer},
+                   responses={201: EvaluationSerializer}, tags=["evaluation"])
+    def create(self, request, *args, **kwargs):
+        from training_app.models import PretrainedModel, TrainingRun
+
+        data = EvaluationCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        project = get_object_or_404(Project.objects.for_user(request.user), pk=v["project"])
+        if v.get("training_run"):
+            target = TrainingRun.objects.filter(project=project, pk=v["training_run"]).select_related("model").first()
+        else:
+            target = PretrainedModel.objects.filter(key=v["model"], zero_shot=True, enabled=True).first()
+        if target is None:
+            raise NotFound("No such training run in this project, or no such zero-shot model.")
+        require_project_role(request.user, project, "editor")
+        try:
+            evaluation = services.create_evaluation(
+                request.user, project, target, images_file=v["images"], questions_file=v["questions"],
+                params={k: v[k] for k in ("top_k", "num_beams", "max_new_tokens") if k in v}, name=v.get("name", ""))
+        except DjangoValidationError as exc:
+            raise ValidationError({"detail": _message(exc)})
+        except UserFacingError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response(EvaluationSerializer(evaluation, context={"request": request}).data,
+                        status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        parameters=[OpenApiParameter("q", str, description="Search question and answer"),
+                    OpenApiParameter("wrong", bool, description="Only answers that scored below 1")],
+        responses=PredictionSerializer(many=True), tags=["evaluation"])
+    @action(detail=True, methods=["get"])
+    def predictions(self, request, pk=None):
+        evaluation = self.get_object()
+        qs = filter_predictions(evaluation.predictions.select_related("training_run", "model").order_by("row", "pk"),
+                                request.query_params)
+        page = self.paginate_queryset(qs)
+        return self.get_paginated_response(PredictionSerializer(page, many=True, context={"request": request}).data)
+
+
+class _EvaluationFileView(APIView):
+    filename = ""
+
+    def get(self, request, pk):
+        evaluation = get_object_or_404(Evaluation.objects.for_user(request.user), pk=pk)
+        if evaluation.status != "succeeded":
+            return Response({"detail": "This evaluation has not finished yet."}, status=status.HTTP_409_CONFLICT)
+        stem, ext = self.filename.rsplit(".", 1)
+        return serve_file(f"{evaluation.output_dir}/{self.filename}", as_attachment=True,
+                          download_name=f"evaluation-{evaluation.pk}-{stem}.{ext}")
+
+
+class EvaluationCsvView(_EvaluationFileView):
+    """Every prediction: image, question, answer, confidence, top-5 (spreadsheet-safe CSV)."""
+
+    filename = "predictions.csv"
+
+    @extend_schema(operation_id="evaluations_predictions_csv", responses={(200, "text/csv"): OpenApiTypes.BINARY},
+                   tags=["evaluation"])
+    def get(self, request, pk):
+        return super().get(request, pk)
+
+
+class EvaluationZipView(_EvaluationFileView):
+    """The annotated images, named by their question, plus the CSV."""
+
+    filename = "annotated.zip"
+
+    @extend_schema(operation_id="evaluations_annotated_zip", responses={(200, "application/zip"): OpenApiTypes.BINARY},
+                   tags=["evaluation"])
+    def get(self, request, pk):
+        return super().get(request, pk)
+
+
+class PredictionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Your question history (single and sample predictions), newest first."""
+
+    serializer_class = PredictionSerializer
+    queryset = Prediction.objects.none()
+
+    def get_queryset(self):
+        qs = (Prediction.objects.for_user(self.request.user).filter(user=self.request.user)
+              .exclude(kind=Prediction.Kind.BATCH).select_related("training_run", "model").order_by("-created_at", "-pk"))
+        params = self.request.query_params
+        for field in ("project", "training_run"):
+            if str(params.get(field) or "").isdigit():
+                qs = qs.filter(**{f"{field}_id": int(params[field])})
+        if params.get("model"):
+            qs = qs.filter(model__key=params["model"])
+        return filter_predictions(qs, params)
+
+    @extend_schema(parameters=[OpenApiParameter("project", int), OpenApiParameter("training_run", int),
+                               OpenApiParameter("model", str), OpenApiParameter("q", str)], tags=["evaluation"])
+    def list(self, request, *args, **kwargs):
+        return super().list(request, *args, **kwargs)
+
+
+class PredictionFileView(APIView):
+    """A prediction's stored image, boxes overlay or heat-map (members of its project only)."""
+
+    @extend_schema(operation_id="predictions_file", responses={(200, "image/png"): OpenApiTypes.BINARY},
+                   tags=["evaluation"])
+    def get(self, request, pk, which):
+        prediction = get_object_or_404(Prediction.objects.for_user(request.user), pk=pk)
+        name = {"image": prediction.image, "overlay": prediction.overlay, "heatmap": prediction.heatmap}.get(which)
+        if not name:
+            raise NotFound("This prediction has no such file.")
+        return serve_file(name, download_name=f"prediction-{prediction.pk}-{which}.png")

@@ -1,0 +1,132 @@
+"""Downloads: predictions CSV (spreadsheet-safe) and ZIPs of annotated images named by their question.
+
+ZIP member names come from user text, so they are made file-system safe on every OS: no path
+separators or ``..``, no control characters, no characters Windows forbids, no reserved device names
+(CON, NUL, COM1, ...), a bounded length (in UTF-8 bytes), never empty, and unique (case-insensitively,
+as on Windows and macOS) with ``-2``, ``-3`` suffixes.
+"""
+from __future__ import annotations
+
+import io
+import re
+import unicodedata
+import zipfile
+from pathlib import Path
+
+from django.core.files.storage import default_storage
+
+from gpu_worker.tabular import write_csv
+
+MAX_STEM_BYTES = 100
+_FORBIDDEN = re.compile(r'[<>:"/\\|?*]')
+_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10)),
+             "conin$", "conout$"}
+CSV_HEADER = ["row", "image", "question", "answer", "confidence", "top_5", "expected", "vqa_score",
+              "overlay_file", "model"]
+
+
+def safe_stem(text: str, fallback: str = "question", max_bytes: int = MAX_STEM_BYTES) -> str:
+    """A file name stem made from ``text`` that is safe on Windows, macOS and Linux."""
+    text = unicodedata.normalize("NFC", str(text or ""))
+    # drop control / format / unassigned / surrogate characters (category C*), keep letters, emoji, ...
+    text = "".join(" " if ch in "\t\n\r" else ch for ch in text if ch in "\t\n\r" or unicodedata.category(ch)[0] != "C")
+    text = _FORBIDDEN.sub("_", text)
+    text = re.sub(r"\.{2,}", ".", text)          # no ".." anywhere
+    text = re.sub(r"\s+", " ", text)
+    text = re.sub(r"_{2,}", "_", text)
+    text = text.strip(" ._-")
+    # bounded length in bytes without cutting a character in half
+    raw = text.encode("utf-8")
+    if len(raw) > max_bytes:
+        text = raw[:max_bytes].decode("utf-8", errors="ignore").rstrip(" ._-")
+    if not text:
+        text = fallback
+    if text.split(".")[0].strip().lower() in _RESERVED:
+        text = f"_{text}"
+    return text
+
+
+def unique_names(texts, ext: str = ".png", fallback: str = "question") -> list[str]:
+    """One safe, unique file name per text, in order: "What colour", "What colour-2", ..."""
+    used: set[str] = set()
+    out = []
+    for text in texts:
+        stem = safe_stem(text, fallback)
+        name, n = f"{stem}{ext}", 1
+        while name.lower() in used:
+            n += 1
+            name = f"{stem}-{n}{ext}"
+        used.add(name.lower())
+        out.append(name)
+    return out
+
+
+def top_k_text(top_k: list) -> str:
+    return " | ".join(f"{t.get('answer', '')} ({float(t.get('score', 0)):.3f})" for t in top_k or [])
+
+
+def expected_text(answers: list) -> str:
+    if not answers:
+        return ""
+    from collections import Counter
+
+    return Counter(answers).most_common(1)[0][0]
+
+
+def model_label(prediction) -> str:
+    if prediction.training_run_id:
+        return str(prediction.training_run)
+    return str(prediction.model) if prediction.model_id else ""
+
+
+def predictions_rows(predictions, overlay_names: list[str] | None = None):
+    for i, p in enumerate(predictions):
+        yield {
+            "row": p.row if p.row is not None else i + 1,
+            "image": p.image_original_name or Path(p.image).name,
+            "question": p.question,
+            "answer": p.answer,
+            "confidence": round(float(p.confidence), 4),
+            "top_5": top_k_text(p.top_k[:5]),
+            "expected": expected_text(p.expected_answers),
+            "vqa_score": "" if p.vqa_score is None else round(float(p.vqa_score), 4),
+            "overlay_file": overlay_names[i] if overlay_names else "",
+            "model": model_label(p),
+        }
+
+
+def write_predictions_csv(fh, predictions, overlay_names=None) -> None:
+    """Every cell goes through csv_safe (formulas neutralised)."""
+    write_csv(fh, predictions_rows(predictions, overlay_names), CSV_HEADER)
+
+
+def csv_bytes(predictions, overlay_names=None) -> bytes:
+    buf = io.StringIO()
+    write_predictions_csv(buf, predictions, overlay_names)
+    return ("\ufeff" + buf.getvalue()).encode("utf-8")
+
+
+def _zip_add_stored(zf: zipfile.ZipFile, storage_name: str, arcname: str) -> bool:
+    if not storage_name or not default_storage.exists(storage_name):
+        return False
+    with default_storage.open(storage_name, "rb") as src, zf.open(arcname, "w") as dst:
+        while chunk := src.read(1024 * 1024):
+            dst.write(chunk)
+    return True
+
+
+def write_annotated_zip(target, predictions, *, with_originals: bool = False, csv_name: str = "predictions.csv") -> int:
+    """Write a ZIP (path or binary file) of each prediction's overlay named by its question, plus the CSV.
+
+    PNGs are already compressed, so members are stored. Returns the number of images written."""
+    predictions = list(predictions)
+    names = unique_names([p.question for p in predictions])
+    written = 0
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_STORED) as zf:
+        for p, name in zip(predictions, names):
+            if _zip_add_stored(zf, p.overlay or p.image, f"annotated/{name}"):
+                written += 1
+            if with_originals:
+                _zip_add_stored(zf, p.image, f"images/{name}")
+        zf.writestr(csv_name, csv_bytes(predictions, [f"annotated/{n}" for n in names]))
+    return written

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from django import forms
+
+from evaluation_app.services import GEN_LIMITS, MAX_QUESTION_CHARS, TOP_K_LIMITS
+
+
+class _GenerationFields(forms.Form):
+    top_k = forms.IntegerField(min_value=TOP_K_LIMITS[0], max_value=TOP_K_LIMITS[1], initial=5, required=False,
+                               widget=forms.HiddenInput)
+    num_beams = forms.IntegerField(min_value=GEN_LIMITS["num_beams"][0], max_value=GEN_LIMITS["num_beams"][1],
+                                   initial=GEN_LIMITS["num_beams"][2], required=False, label="Beams")
+    max_new_tokens = forms.IntegerField(min_value=GEN_LIMITS["max_new_tokens"][0],
+                                        max_value=GEN_LIMITS["max_new_tokens"][1],
+                                        initial=GEN_LIMITS["max_new_tokens"][2], required=False,
+                                        label="Longest answer (tokens)")
+
+    def params(self) -> dict:
+        return {k: self.cleaned_data.get(k) for k in ("top_k", "num_beams", "max_new_tokens")
+                if self.cleaned_data.get(k) is not None}
+
+
+class SampleForm(_GenerationFields):
+    sample = forms.CharField(max_length=40)
+    question = forms.CharField(max_length=MAX_QUESTION_CHARS, required=False)
+    own_question = forms.CharField(max_length=MAX_QUESTION_CHARS, required=False, label="…or type your own question")
+
+    def clean(self):
+        data = super().clean()
+        text = (data.get("own_question") or "").strip() or (data.get("question") or "").strip()
+        if not text:
+            raise forms.ValidationError("Pick a question from the menu or type one.")
+        data["text"] = text
+        return data
+
+
+class SingleForm(_GenerationFields):
+    image = forms.FileField(label="Image", widget=forms.ClearableFileInput(attrs={"accept": "image/*"}))
+    question = forms.CharField(max_length=MAX_QUESTION_CHARS, label="Question")
+
+
+class BatchForm(forms.Form):
+    images = forms.FileField(label="Images (ZIP)", widget=forms.ClearableFileInput(attrs={"accept": ".zip"}))
+    questions = forms.FileField(label="Questions (CSV)",
+                                help_text="Same format as for training: image, question and, optionally, answer.",
+                                widget=forms.ClearableFileInput(attrs={"accept": ".csv,.tsv,.txt,.json,.jsonl"}))
+    name = forms.CharField(max_length=120, required=False, label="Name (optional)")

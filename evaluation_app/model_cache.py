@@ -1,0 +1,132 @@
+"""Loaded models stay in memory in the serving process (web or worker), so a single question does not
+reload its model from disk.
+
+An LRU of ``EVAL_MODEL_CACHE_SIZE`` (default 3) adapters keyed by (folder, model key, mtime of the
+folder's weights): re-training into the same folder changes the mtime and loads the new weights.
+One lock guards the LRU; a per-entry lock serialises loading (two requests for a cold model load it once)
+and inference (adapters toggle attention outputs and are not re-entrant).
+"""
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from contextlib import contextmanager
+from pathlib import Path
+
+from django.conf import settings
+
+from gpu_worker import UserFacingError
+from piggyback.files import local_dir
+
+_LOCK = threading.Lock()
+_ENTRIES: "OrderedDict[tuple, _Entry]" = OrderedDict()
+STATS = {"hits": 0, "misses": 0, "evictions": 0}
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "config.json", "piggyback.json")
+
+
+class _Entry:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.adapter = None
+
+
+def capacity() -> int:
+    return max(1, int(getattr(settings, "EVAL_MODEL_CACHE_SIZE", 3)))
+
+
+def model_folder_for(run_or_model) -> str:
+    """Local path (or hub id) of the weights behind a TrainingRun or a PretrainedModel.
+
+    A TrainingRun's ``output_dir`` is a storage prefix (``projects/<p>/runs/<id>``) whose ``model/``
+    sub-folder is the ``from_pretrained`` folder; a PretrainedModel's ``source`` is a local folder or a
+    hub id (only usable when the hub cache has it).
+    """
+    from training_app.models import PretrainedModel, TrainingRun
+
+    if isinstance(run_or_model, TrainingRun):
+        run = run_or_model
+        if run.status != "succeeded" or not run.output_dir:
+            raise UserFacingError(f"“{run}” has no trained model yet (it is {run.get_status_display().lower()}).")
+        prefix = run.output_dir.rstrip("/")
+        if not prefix.endswith("/model"):
+            prefix = f"{prefix}/model"
+        folder = local_dir(prefix)
+        if not (folder / "config.json").is_file():
+            raise UserFacingError(f"The trained model of “{run}” is missing from storage; train it again.")
+        return str(folder)
+    if isinstance(run_or_model, PretrainedModel):
+        return run_or_model.source or ""
+    raise TypeError(f"model_folder_for() takes a TrainingRun or a PretrainedModel, not {type(run_or_model)!r}")
+
+
+def registry_key_for(run_or_model) -> str:
+    from training_app.models import TrainingRun
+
+    model = run_or_model.model if isinstance(run_or_model, TrainingRun) else run_or_model
+    return model.registry_key or model.key
+
+
+def _mtime(folder: str) -> float:
+    path = Path(folder)
+    if not path.is_dir():
+        return 0.0
+    stamps = [os.stat(path / name).st_mtime for name in _WEIGHT_FILES if (path / name).exists()]
+    return max(stamps) if stamps else os.stat(path).st_mtime
+
+
+def _entry_for(folder: str, model_key: str | None) -> tuple[_Entry, bool]:
+    key = (folder, model_key or "", _mtime(folder))
+    with _LOCK:
+        entry = _ENTRIES.get(key)
+        if entry is not None:
+            _ENTRIES.move_to_end(key)
+            STATS["hits"] += 1
+            return entry, True
+        # an older version of the same folder is stale: drop it
+        for old in [k for k in _ENTRIES if k[0] == folder and k[1] == key[1]]:
+            del _ENTRIES[old]
+        entry = _ENTRIES[key] = _Entry()
+        STATS["misses"] += 1
+        while len(_ENTRIES) > capacity():
+            _ENTRIES.popitem(last=False)
+            STATS["evictions"] += 1
+        return entry, False
+
+
+@contextmanager
+def use_model(folder: str, model_key: str | None = None):
+    """``with use_model(folder, key) as adapter:`` — the cached adapter, held exclusively meanwhile."""
+    from gpu_worker.predict import load_model
+
+    entry, _ = _entry_for(str(folder), model_key)
+    with entry.lock:
+        if entry.adapter is None:
+            try:
+                entry.adapter = load_model(str(folder), model_key=model_key, device=getattr(settings, "EVAL_DEVICE", None))
+            except UserFacingError:
+                _forget(entry)
+                raise
+            except Exception as exc:  # a broken folder: say so, and do not keep the empty entry
+                _forget(entry)
+                raise UserFacingError(f"The model could not be loaded ({type(exc).__name__}: {exc}).") from exc
+        yield entry.adapter
+
+
+def _forget(entry: _Entry) -> None:
+    with _LOCK:
+        for k, v in list(_ENTRIES.items()):
+            if v is entry:
+                del _ENTRIES[k]
+
+
+def cached_keys() -> list[tuple]:
+    with _LOCK:
+        return list(_ENTRIES)
+
+
+def clear() -> None:
+    with _LOCK:
+        _ENTRIES.clear()
+        for k in STATS:
+            STATS[k] = 0

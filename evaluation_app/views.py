@@ -1,0 +1,184 @@
+"""Evaluation pages: the ask-the-model workspace (sample / single / batch) for a fine-tuned run or a
+zero-shot model, batch results, and the user's question history."""
+from __future__ import annotations
+
+import tempfile
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.http import FileResponse, Http404
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET
+
+from datasets_app.models import Project
+from datasets_app.project_views import get_project
+from evaluation_app import exports, services
+from evaluation_app.api import filter_predictions
+from evaluation_app.forms import BatchForm, SampleForm, SingleForm
+from evaluation_app.models import Evaluation, Prediction
+from gpu_worker import UserFacingError
+
+HISTORY_ZIP_LIMIT = 2000
+
+
+def _workspace(request, project, target, *, base_url: str, title: str):
+    """GET shows the three modes; POST answers (sample / single) or starts a batch evaluation."""
+    is_run = not hasattr(target, "zero_shot")
+    can_edit = project.user_can(request.user, "editor")
+    mode = request.POST.get("mode") if request.method == "POST" else request.GET.get("tab", "sample")
+    forms = {"sample": SampleForm(prefix="s"), "single": SingleForm(prefix="q"), "batch": BatchForm(prefix="b")}
+    status_code = 200
+    ready = True
+    try:
+        services.check_target(target)
+    except UserFacingError as exc:
+        ready = False
+        if request.method == "GET":
+            messages.warning(request, str(exc))
+    if request.method == "POST" and mode in forms:
+        if not can_edit:
+            services.require_editor(request.user, project)  # 403 with a clear message
+        cls = type(forms[mode])
+        form = forms[mode] = cls(request.POST, request.FILES, prefix=forms[mode].prefix)
+        if form.is_valid():
+            try:
+                if mode == "batch":
+                    evaluation = services.create_evaluation(
+                        request.user, project, target, images_file=form.cleaned_data["images"],
+                        questions_file=form.cleaned_data["questions"], name=form.cleaned_data["name"])
+                    messages.success(request, "Your evaluation is queued; this page follows it.")
+                    return redirect("evaluation:evaluation", pk=evaluation.pk)
+                params = services.clamp_params(target, form.params())
+                if mode == "sample":
+                    prediction = services.predict_sample(request.user, project, target, params=params,
+                                                         sample_key=form.cleaned_data["sample"],
+                                                         question=form.cleaned_data["text"])
+                else:
+                    prediction = services.predict_uploaded(request.user, project, target, params=params,
+                                                           uploaded=form.cleaned_data["image"],
+                                                           question=form.cleaned_data["question"])
+                return redirect(f"{base_url}{'&' if '?' in base_url else '?'}tab={mode}&prediction={prediction.pk}")
+            except ValidationError as exc:
+                form.add_error(None, " ".join(exc.messages))
+            except UserFacingError as exc:
+                form.add_error(None, str(exc))
+        status_code = 400
+    shown = None
+    if str(request.GET.get("prediction", "")).isdigit():
+        shown = Prediction.objects.for_user(request.user).filter(pk=int(request.GET["prediction"]), user=request.user).first()
+    history = Prediction.objects.filter(project=project, user=request.user).exclude(kind=Prediction.Kind.BATCH)
+    evaluations = Evaluation.objects.filter(project=project)
+    if is_run:
+        history, evaluations = history.filter(training_run=target), evaluations.filter(training_run=target)
+    else:
+        history, evaluations = history.filter(model=target), evaluations.filter(model=target)
+    context = {
+        "project": project, "target": target, "is_run": is_run, "title": title, "base_url": base_url,
+        "model": services.model_of(target), "generative": services.is_generative(target), "ready": ready,
+        "can_edit": can_edit, "tab": mode if mode in forms else "sample", "forms": forms, "shown": shown,
+        "samples": services.sample_images(project, target if is_run else None) if ready else [],
+        "history": history.select_related("training_run", "model")[:8],
+        "evaluations": evaluations.select_related("training_run", "model")[:10],
+    }
+    return render(request, "evaluation_app/workspace.html", context, status=status_code)
+
+
+@login_required
+def run_page(request, run_pk):
+    from training_app.models import TrainingRun
+
+    run = get_object_or_404(TrainingRun.objects.for_user(request.user).select_related("project", "model"), pk=run_pk)
+    return _workspace(request, run.project, run, base_url=reverse("evaluation:run", args=[run.pk]),
+                      title=f"Ask “{run}” ({run.model.name})")
+
+
+@login_required
+def model_page(request, model_pk):
+    from training_app.models import PretrainedModel
+
+    model = get_object_or_404(PretrainedModel.objects.filter(zero_shot=True), pk=model_pk)
+    project_id = request.GET.get("project") or request.POST.get("project")
+    if not str(project_id or "").isdigit():
+        projects = Project.objects.for_user(request.user).order_by("name")
+        return render(request, "evaluation_app/choose_project.html", {"model": model, "projects": projects})
+    project = get_project(request.user, int(project_id))
+    base = f"{reverse('evaluation:model', args=[model.pk])}?project={project.pk}"
+    return _workspace(request, project, model, base_url=base, title=f"Ask {model.name} (no fine-tuning)")
+
+
+@login_required
+def evaluation_page(request, pk):
+    evaluation = get_object_or_404(
+        Evaluation.objects.for_user(request.user).select_related("project", "training_run", "model"), pk=pk)
+    qs = filter_predictions(evaluation.predictions.order_by("row", "pk"), request.GET)
+    page = Paginator(qs, 50).get_page(request.GET.get("page"))
+    metrics = evaluation.metrics or {}
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(request, "evaluation_app/evaluation.html", {
+        "evaluation": evaluation, "project": evaluation.project, "page": page, "metrics": metrics,
+        "per_answer_type": sorted((metrics.get("per_answer_type") or {}).items()),
+        "per_question_type": sorted((metrics.get("per_question_type") or {}).items(), key=lambda kv: kv[1]),
+        "q": request.GET.get("q", ""), "wrong": request.GET.get("wrong") == "1", "query": query.urlencode(),
+        "target_url": (reverse("evaluation:run", args=[evaluation.training_run_id]) if evaluation.training_run_id
+                       else f"{reverse('evaluation:model', args=[evaluation.model_id])}?project={evaluation.project_id}"),
+    })
+
+
+def _history_qs(request):
+    qs = (Prediction.objects.for_user(request.user).filter(user=request.user).exclude(kind=Prediction.Kind.BATCH)
+          .select_related("project", "training_run", "model").order_by("-created_at", "-pk"))
+    project = request.GET.get("project")
+    if str(project or "").isdigit():
+        qs = qs.filter(project_id=int(project))
+    return filter_predictions(qs, request.GET)
+
+
+@login_required
+def history_page(request):
+    page = Paginator(_history_qs(request), 30).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(request, "evaluation_app/history.html", {
+        "page": page, "q": request.GET.get("q", ""), "project_id": request.GET.get("project", ""),
+        "projects": Project.objects.for_user(request.user).order_by("name"), "query": query.urlencode(),
+    })
+
+
+@login_required
+@require_GET
+def history_zip(request):
+    predictions = list(_history_qs(request)[:HISTORY_ZIP_LIMIT])
+    if not predictions:
+        raise Http404("You have not asked any questions yet.")
+    tmp = tempfile.TemporaryFile()
+    exports.write_annotated_zip(tmp, predictions, with_originals=True, csv_name="history.csv")
+    tmp.seek(0)
+    return FileResponse(tmp, as_attachment=True, filename="piggyback-question-history.zip",
+                        content_type="application/zip")
+
+
+@login_required
+@require_GET
+def sample_image(request, key):
+    try:
+        path, _answers, _label = services.sample_source(request.user, key)
+    except LookupError:
+        raise Http404("No such sample image.")
+    response = FileResponse(open(path, "rb"), content_type="image/png")
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
+@login_required
+def zero_shot_list(request):
+    """Zero-shot models (BLIP, BLIP-2, Florence-2, ViLT-VQA) and whether their weights are here."""
+    from training_app.models import PretrainedModel
+
+    project_id = request.GET.get("project", "")
+    project = get_project(request.user, int(project_id)) if str(project_id).isdigit() else None
+    models = [(m, services.zero_shot_available(m)) for m in PretrainedModel.objects.filter(zero_shot=True, enabled=True)]
+    return render(request, "evaluation_app/zero_shot.html", {"models": models, "project": project})
