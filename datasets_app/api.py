@@ -1,0 +1,157 @@
+"""/api/v1/datasets/ — upload (multipart), status, items, cleaning report, exploration stats, delete."""
+from __future__ import annotations
+
+import json
+
+from django.http import HttpResponse
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.response import Response
+
+from datasets_app import services
+from datasets_app.models import Dataset, DatasetItem, Project
+from datasets_app.serializers import (
+    DatasetCreatedSerializer,
+    DatasetCreateSerializer,
+    DatasetItemSerializer,
+    DatasetSerializer,
+)
+from piggyback.api import TenantViewSetMixin, require_project_role
+from piggyback.files import serve_file
+
+
+class FileRenderer(BaseRenderer):
+    """Lets file actions answer any Accept header; error bodies are still JSON."""
+
+    media_type = "*/*"
+    format = None
+    charset = None
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        if isinstance(data, (bytes, str)):
+            return data
+        return json.dumps(data).encode()
+
+
+class CSVRenderer(FileRenderer):
+    media_type = "text/csv"
+    format = "csv"
+
+
+PROJECT_PARAM = OpenApiParameter("project", int, description="Only the datasets of this project.")
+SEARCH_PARAMS = [
+    OpenApiParameter("search", str, description="Text in the question, an answer or the image name."),
+    OpenApiParameter("answer_type", str, description="yes/no, number or other."),
+    OpenApiParameter("question_type", str, description="First words of the question, e.g. 'what color is the'."),
+]
+
+
+@extend_schema_view(
+    list=extend_schema(parameters=[PROJECT_PARAM], summary="Datasets you can see"),
+    retrieve=extend_schema(summary="A dataset: status, progress, counts, warnings"),
+    destroy=extend_schema(summary="Delete a dataset (project owner)"),
+)
+class DatasetViewSet(TenantViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin,
+                     mixins.DestroyModelMixin, viewsets.GenericViewSet):
+    queryset = Dataset.objects.all()
+    serializer_class = DatasetSerializer
+    parser_classes = [MultiPartParser, FormParser, JSONParser]
+    role_by_action = {"items": "viewer", "report": "viewer", "stats": "viewer", "item_image": "viewer",
+                      "retry": "editor", "cancel": "editor"}
+
+    def get_queryset(self):
+        qs = Dataset.objects.for_user(self.request.user).select_related("project").order_by("-created_at")
+        project = self.request.query_params.get("project")
+        if self.action == "list" and project:
+            qs = qs.filter(project_id=project) if project.isdigit() else qs.none()
+        return qs
+
+    @extend_schema(
+        summary="Upload a dataset (images ZIP + questions file); cleaning runs in the background",
+        request={"multipart/form-data": DatasetCreateSerializer},
+        responses={202: DatasetCreatedSerializer, 400: OpenApiResponse(description="Unusable upload"),
+                   403: OpenApiResponse(description="Needs the editor role")},
+    )
+    def create(self, request, *args, **kwargs):
+        ser = DatasetCreateSerializer(data=request.data)
+        ser.is_valid(raise_exception=True)
+        data = ser.validated_data
+        project = get_object_or_404(Project.objects.for_user(request.user), pk=data["project"])
+        require_project_role(request.user, project, "editor")
+        try:
+            dataset = services.create_dataset(
+                request.user, project, data.get("name", ""), images=data["images"],
+                questions=data["questions"], annotations=data.get("annotations"))
+        except services.UploadError as exc:
+            return Response({"detail": str(exc), "field": exc.field}, status=status.HTTP_400_BAD_REQUEST)
+        body = {"id": dataset.pk, "status": dataset.status, "format": dataset.format,
+                "url": request.build_absolute_uri(f"/api/v1/datasets/{dataset.pk}/")}
+        return Response(body, status=status.HTTP_202_ACCEPTED)
+
+    def destroy(self, request, *args, **kwargs):
+        dataset = self.get_object()
+        try:
+            services.delete_dataset(dataset)
+        except services.DatasetInUse as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(parameters=SEARCH_PARAMS, responses=DatasetItemSerializer(many=True),
+                   summary="Cleaned items (paginated, searchable)")
+    @action(detail=True, methods=["get"])
+    def items(self, request, pk=None):
+        dataset = self.get_object()
+        qs = services.search_items(dataset, request.query_params.get("search", ""),
+                                   request.query_params.get("answer_type", ""),
+                                   request.query_params.get("question_type", ""))
+        page = self.paginate_queryset(qs)
+        return self.get_paginated_response(DatasetItemSerializer(page, many=True).data)
+
+    @extend_schema(responses={(200, "text/csv"): OpenApiTypes.STR},
+                   summary="Cleaning report: every removed row and image with its reason (CSV)")
+    @action(detail=True, methods=["get"], url_path="report.csv", renderer_classes=[CSVRenderer, JSONRenderer])
+    def report(self, request, pk=None):
+        dataset = self.get_object()
+        response = HttpResponse(services.report_csv(dataset), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="cleaning-report-{dataset.pk}.csv"'
+        response["X-Content-Type-Options"] = "nosniff"
+        return response
+
+    @extend_schema(responses=OpenApiTypes.OBJECT, summary="Exploration statistics (chart data) and counts")
+    @action(detail=True, methods=["get"])
+    def stats(self, request, pk=None):
+        dataset = self.get_object()
+        return Response({"id": dataset.pk, "status": dataset.status, "counts": dataset.counts,
+                         "stats": dataset.stats})
+
+    @extend_schema(responses={(200, "image/*"): OpenApiTypes.BINARY}, summary="Image of one item")
+    @action(detail=True, methods=["get"], url_path=r"items/(?P<item_pk>[0-9]+)/image",
+            renderer_classes=[FileRenderer])
+    def item_image(self, request, pk=None, item_pk=None):
+        dataset = self.get_object()
+        item = get_object_or_404(DatasetItem.objects.filter(dataset=dataset), pk=item_pk)
+        return serve_file(item.image)
+
+    @extend_schema(request=None, responses={202: DatasetSerializer}, summary="Run the cleaning again")
+    @action(detail=True, methods=["post"])
+    def retry(self, request, pk=None):
+        dataset = self.get_object()
+        try:
+            services.retry_cleaning(dataset)
+        except services.UploadError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        dataset.refresh_from_db()
+        return Response(DatasetSerializer(dataset).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=None, responses=DatasetSerializer, summary="Cancel the cleaning")
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        dataset = self.get_object()
+        services.cancel_cleaning(dataset)
+        dataset.refresh_from_db()
+        return Response(DatasetSerializer(dataset).data)

@@ -1,0 +1,165 @@
+"""Dataset pages: upload (with the sample dataset), detail (progress, report, items, charts), files."""
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.http import FileResponse, Http404, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import NoReverseMatch, reverse
+from django.views.decorators.http import require_POST
+
+from datasets_app import services
+from datasets_app.forms import DatasetUploadForm
+from datasets_app.models import Dataset, DatasetItem
+from datasets_app.project_views import get_project
+from piggyback.files import serve_file
+from piggyback.tenancy import has_role
+
+ITEMS_PER_PAGE = 24
+REPORT_ROWS_SHOWN = 100
+
+
+def get_dataset(user, pk, role="viewer") -> Dataset:
+    """404 outside the user's projects, 403 without the role."""
+    dataset = get_object_or_404(Dataset.objects.for_user(user).select_related("project"), pk=pk)
+    if not has_role(user, dataset, role):
+        raise PermissionDenied(f"This needs the {role} role in “{dataset.project.name}”. Ask the project owner.")
+    return dataset
+
+
+def train_url(dataset: Dataset) -> str:
+    try:
+        return reverse("training:start", args=[dataset.pk])
+    except NoReverseMatch:
+        return f"/training/datasets/{dataset.pk}/start/"
+
+
+@login_required
+def upload(request, project_pk):
+    project = get_project(request.user, project_pk, "editor")
+    form = DatasetUploadForm(request.POST or None, request.FILES or None)
+    upload_error = ""
+    if request.method == "POST":
+        if form.is_valid():
+            d = form.cleaned_data
+            try:
+                dataset = services.create_dataset(
+                    request.user, project, d["name"], images=d["images"], questions=d["questions"],
+                    annotations=d.get("annotations") or None)
+            except services.UploadError as exc:
+                upload_error = str(exc)
+                if exc.field in form.fields:
+                    form.add_error(exc.field, str(exc))
+            else:
+                messages.success(request, f"“{dataset.name}” was uploaded. PiggyBack is checking your files now.")
+                return redirect("datasets:detail", pk=dataset.pk)
+        else:
+            upload_error = "Choose the images ZIP and the questions file, then press Upload."
+    return render(request, "datasets_app/upload.html", {
+        "project": project, "form": form, "upload_error": upload_error,
+        "sample_images": services.SAMPLE_IMAGES,
+    }, status=400 if upload_error else 200)
+
+
+@login_required
+@require_POST
+def load_sample(request, project_pk):
+    project = get_project(request.user, project_pk, "editor")
+    dataset = services.create_sample_dataset(request.user, project)
+    messages.success(request, f"The easy-VQA sample ({services.SAMPLE_IMAGES} images) was added; it is being checked now.")
+    return redirect("datasets:detail", pk=dataset.pk)
+
+
+@login_required
+def sample_file(request, filename):
+    if filename not in services.SAMPLE_FILES:
+        raise Http404("No such sample file.")
+    path = services.sample_files()[services.SAMPLE_FILES[filename]]
+    content_type = "application/zip" if filename.endswith(".zip") else "text/csv"
+    return FileResponse(open(path, "rb"), as_attachment=True, filename=filename, content_type=content_type)
+
+
+def _reasons(counts: dict, key: str) -> list[tuple[str, int]]:
+    return sorted(((code.replace("_", " "), n) for code, n in (counts.get(key) or {}).items()),
+                  key=lambda kv: -kv[1])
+
+
+@login_required
+def detail(request, pk):
+    dataset = get_dataset(request.user, pk)
+    search = request.GET.get("q", "").strip()
+    answer_type = request.GET.get("answer_type", "")
+    items = services.search_items(dataset, search, answer_type)
+    page = Paginator(items, ITEMS_PER_PAGE).get_page(request.GET.get("page"))
+    counts = dataset.counts or {}
+    dropped_total = dataset.dropped.count()
+    role = dataset.project.role_for(request.user)
+    return render(request, "datasets_app/detail.html", {
+        "dataset": dataset,
+        "project": dataset.project,
+        "counts": counts,
+        "row_reasons": _reasons(counts, "dropped_by_reason"),
+        "image_reasons": _reasons(counts, "images_dropped_by_reason"),
+        "dropped": dataset.dropped.order_by("row", "id")[:REPORT_ROWS_SHOWN],
+        "dropped_total": dropped_total,
+        "report_rows_shown": REPORT_ROWS_SHOWN,
+        "page": page,
+        "search": search,
+        "answer_type": answer_type,
+        "can_edit": role in ("editor", "owner"),
+        "is_owner": role == "owner",
+        "train_url": train_url(dataset),
+        "api_url": f"/api/v1/datasets/{dataset.pk}/",
+    })
+
+
+@login_required
+def report_csv(request, pk):
+    dataset = get_dataset(request.user, pk)
+    response = HttpResponse(services.report_csv(dataset), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="cleaning-report-{dataset.pk}.csv"'
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+@login_required
+def item_image(request, item_id):
+    item = get_object_or_404(DatasetItem.objects.for_user(request.user), pk=item_id)
+    return serve_file(item.image)
+
+
+@login_required
+@require_POST
+def retry(request, pk):
+    dataset = get_dataset(request.user, pk, "editor")
+    try:
+        services.retry_cleaning(dataset)
+        messages.info(request, "The cleaning was queued again.")
+    except services.UploadError as exc:
+        messages.error(request, str(exc))
+    return redirect("datasets:detail", pk=dataset.pk)
+
+
+@login_required
+@require_POST
+def cancel(request, pk):
+    dataset = get_dataset(request.user, pk, "editor")
+    if services.cancel_cleaning(dataset):
+        messages.info(request, "The cleaning will stop at its next step.")
+    return redirect("datasets:detail", pk=dataset.pk)
+
+
+@login_required
+@require_POST
+def delete(request, pk):
+    dataset = get_dataset(request.user, pk, "owner")
+    project_pk, name = dataset.project_id, dataset.name
+    try:
+        services.delete_dataset(dataset)
+    except services.DatasetInUse as exc:
+        messages.error(request, str(exc))
+        return redirect("datasets:detail", pk=pk)
+    messages.success(request, f"Dataset “{name}” was deleted.")
+    return redirect("projects:detail", pk=project_pk)
