@@ -49,6 +49,10 @@ class Command(BaseCommand):
         for _ in range(workers):
             procs.append(subprocess.Popen([py, manage, "rqworker", "default", "gpu"], env=env))
         procs.append(subprocess.Popen([py, manage, "reconcile_runs", "--loop", "30"], env=env))
+        def _stop(signum, frame):
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, _stop)
         url = f"http://{host}:{port}/"
         ready = self._wait_ready(url + "healthz")
         if ready:
