@@ -1,0 +1,129 @@
+"""/api/v1/models/ and /api/v1/training-runs/ (start, status + live metrics, cancel, resume, re-run, export)."""
+from __future__ import annotations
+
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response
+
+from datasets_app.models import Dataset
+from piggyback import files
+from piggyback.api import TenantViewSetMixin
+from training_app import services
+from training_app.models import PretrainedModel, TrainingRun
+from training_app.serializers import (
+    PretrainedModelSerializer,
+    TrainingRunDetailSerializer,
+    TrainingRunSerializer,
+    TrainingRunStartSerializer,
+)
+
+RESERVED = {"dataset", "model", "preset", "params", "name"}
+
+
+@extend_schema_view(
+    list=extend_schema(summary="Models you can fine-tune or ask (enabled ones; `available` says if usable here)"),
+    retrieve=extend_schema(summary="One model of the registry"),
+)
+class PretrainedModelViewSet(viewsets.ReadOnlyModelViewSet):
+    permission_classes = [IsAuthenticated]
+    serializer_class = PretrainedModelSerializer
+    lookup_field = "key"
+    queryset = PretrainedModel.objects.filter(enabled=True).order_by("-available", "family", "key")
+    pagination_class = None
+
+
+def _error(exc: services.TrainingError) -> Response:
+    return Response({"detail": str(exc), "errors": exc.errors}, status=status.HTTP_400_BAD_REQUEST)
+
+
+@extend_schema_view(
+    list=extend_schema(summary="Training runs in your projects",
+                       parameters=[OpenApiParameter("project", OpenApiTypes.INT, description="Only this project")]),
+    retrieve=extend_schema(summary="Status, progress, stage, live metrics (loss curve, validation accuracy), error"),
+)
+class TrainingRunViewSet(TenantViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin,
+                         viewsets.GenericViewSet):
+    queryset = TrainingRun.objects.all().order_by("-created_at")
+    serializer_class = TrainingRunSerializer
+    role_by_action = {"export": "viewer"}
+
+    def get_queryset(self):
+        qs = TrainingRun.objects.for_user(self.request.user).select_related("model", "dataset").order_by("-created_at")
+        project = self.request.query_params.get("project")
+        if project is not None and self.action == "list":
+            qs = qs.filter(project_id=project) if project.isdigit() else qs.none()
+        return qs
+
+    def get_serializer_class(self):
+        return TrainingRunDetailSerializer if self.action == "retrieve" else TrainingRunSerializer
+
+    @extend_schema(
+        summary="Start fine-tuning a model on a dataset",
+        request=TrainingRunStartSerializer,
+        responses={202: TrainingRunSerializer, 400: OpenApiResponse(description="per-field errors"),
+                   403: OpenApiResponse(description="needs the editor role")},
+    )
+    def create(self, request):
+        ser = TrainingRunStartSerializer(data=request.data)
+        ser.is_valid(raise_exception=True)
+        data = ser.validated_data
+        dataset = get_object_or_404(Dataset.objects.for_user(request.user), pk=data["dataset"])
+        params = dict(data.get("params") or {})
+        params.update({k: v for k, v in request.data.items() if k not in RESERVED})
+        try:
+            run = services.start_run(request.user, dataset, data["model"], params=params or None,
+                                     preset=data.get("preset") or None, name=data.get("name", ""))
+        except services.TrainingError as exc:
+            return _error(exc)
+        run.refresh_from_db()
+        return Response(TrainingRunSerializer(run, context={"request": request}).data, status=status.HTTP_202_ACCEPTED)
+
+    def _act(self, request, fn, code=status.HTTP_200_OK):
+        run = self.get_object()
+        try:
+            out = fn(request.user, run)
+        except services.TrainingError as exc:
+            return Response({"detail": str(exc), "errors": exc.errors}, status=status.HTTP_409_CONFLICT)
+        out.refresh_from_db()
+        return Response(TrainingRunSerializer(out, context={"request": request}).data, status=code)
+
+    @extend_schema(summary="Cancel (queued: at once; running: at the next step, after a checkpoint)",
+                   request=None, responses={200: TrainingRunSerializer, 409: OpenApiResponse(description="already finished")})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        return self._act(request, services.cancel_run)
+
+    @extend_schema(summary="Resume a failed or cancelled run from its last checkpoint (same run)",
+                   request=None, responses={202: TrainingRunSerializer, 409: OpenApiResponse(description="not resumable")})
+    @action(detail=True, methods=["post"])
+    def resume(self, request, pk=None):
+        return self._act(request, services.resume_run, status.HTTP_202_ACCEPTED)
+
+    @extend_schema(summary="Start a new run with the same dataset, model and settings",
+                   request=None, responses={202: TrainingRunSerializer, 400: OpenApiResponse(description="cannot start")})
+    @action(detail=True, methods=["post"])
+    def rerun(self, request, pk=None):
+        run = self.get_object()
+        try:
+            new = services.rerun(request.user, run)
+        except services.TrainingError as exc:
+            return _error(exc)
+        new.refresh_from_db()
+        return Response(TrainingRunSerializer(new, context={"request": request}).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(summary="Download the fine-tuned model (from_pretrained folder) + metrics.json + train.log as a ZIP",
+                   responses={(200, "application/zip"): OpenApiTypes.BINARY,
+                              409: OpenApiResponse(description="run not finished")})
+    @action(detail=True, methods=["get"])
+    def export(self, request, pk=None):
+        run = self.get_object()
+        try:
+            name = services.export_zip(run)
+        except services.TrainingError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return files.serve_file(name, download_name=f"piggyback-run-{run.pk}-{run.model.key}.zip", as_attachment=True)
+

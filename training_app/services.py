@@ -1,0 +1,360 @@
+"""Fine-tuning rules: who may train what with which settings, and the only place that enqueues training.
+
+* :func:`start_run` checks the role (editor), the dataset (cleaned, with answers), the model (enabled and
+  available) and every hyper-parameter (per-field messages), then queues ``train_job`` on commit.
+* :func:`cancel_run`, :func:`resume_run` (same row, continues from the checkpoint in its output folder),
+  :func:`rerun` (new row, same settings), :func:`export_zip` (model folder + metrics.json + train.log).
+"""
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+
+from piggyback import files
+from piggyback import jobs as pjobs
+from piggyback.jobs import RunStatus
+from piggyback.tenancy import require_role
+from training_app.models import PretrainedModel, TrainingRun
+
+# Generation settings for generative models (not part of the generic training limits).
+GEN_LIMITS = {
+    "num_beams": {"min": 1, "max": 10, "type": "int"},
+    "max_new_tokens": {"min": 1, "max": 64, "type": "int"},
+}
+# Model-specific keys seen in default_params without a registry limit: sane bounds by type.
+EXTRA_LIMITS = {
+    "image_size": {"min": 16, "max": 1024, "type": "int"},
+    "predict_batch_size": {"min": 1, "max": 4096, "type": "int"},
+    "max_grad_norm": {"min": 0.0, "max": 1000.0, "type": "float"},
+    "max_answers": {"min": 2, "max": 100_000, "type": "int"},
+}
+PARAM_LABELS = {
+    "epochs": ("Epochs", "Passes over the training questions."),
+    "learning_rate": ("Learning rate", "Step size of the optimiser (AdamW)."),
+    "batch_size": ("Batch size", "Questions per training step; lower it if memory runs out."),
+    "warmup_ratio": ("Warm-up share", "Share of steps with a rising learning rate."),
+    "weight_decay": ("Weight decay", "Regularisation strength."),
+    "val_fraction": ("Validation share", "Share of the images held out to measure accuracy."),
+    "patience": ("Early-stop patience", "Stop after this many epochs without improvement (0 = never)."),
+    "grad_accum_steps": ("Gradient accumulation", "Steps summed before each update (a larger effective batch)."),
+    "freeze_encoder": ("Freeze the pretrained encoder", "Train only the answer head: faster, less memory."),
+    "seed": ("Random seed", "Same seed + same data = same result."),
+    "max_train_items": ("Max training questions", "Use a random subset of this size (empty = all)."),
+    "num_beams": ("Beams", "Beam search width when generating answers."),
+    "max_new_tokens": ("Max answer length", "Tokens generated per answer."),
+    "image_size": ("Image size", "Images are resized to this many pixels per side."),
+}
+PRESET_LABELS = {"quick": "Quick", "balanced": "Balanced", "thorough": "Thorough"}
+
+
+class TrainingError(ValueError):
+    """A request the user can fix; ``errors`` maps a field ("model", "dataset", "epochs", ...) to a message."""
+
+    def __init__(self, message: str, errors: dict | None = None):
+        super().__init__(message)
+        self.errors = errors or {}
+
+
+def _registry():
+    from gpu_worker.models import registry
+
+    return registry
+
+
+def presets() -> dict:
+    return dict(_registry().PRESETS)
+
+
+def run_prefix(run: TrainingRun) -> str:
+    return f"projects/{run.project_id}/runs/{run.pk}"
+
+
+# ------------------------------------------------------------------------------------------------
+# Models and parameters
+# ------------------------------------------------------------------------------------------------
+def selectable_models():
+    """Models the UI may offer: enabled AND available."""
+    return PretrainedModel.objects.filter(enabled=True, available=True).order_by("family", "key")
+
+
+def get_model(key_or_model) -> PretrainedModel | None:
+    if isinstance(key_or_model, PretrainedModel):
+        return key_or_model
+    if not key_or_model:
+        return None
+    return PretrainedModel.objects.filter(key=str(key_or_model)).first()
+
+
+def param_limits(model: PretrainedModel) -> dict:
+    """{name: limits} of every hyper-parameter this model accepts."""
+    limits = dict(_registry().PARAM_LIMITS)
+    if model.task == "generate":
+        limits.update(GEN_LIMITS)
+    for name, default in (model.default_params or {}).items():
+        if name in limits:
+            continue
+        if name in EXTRA_LIMITS:
+            limits[name] = EXTRA_LIMITS[name]
+        elif isinstance(default, bool):
+            limits[name] = {"type": "bool"}
+        elif isinstance(default, int):
+            limits[name] = {"min": 0, "max": 1_000_000, "type": "int"}
+        elif isinstance(default, float):
+            limits[name] = {"min": 0.0, "max": 1_000_000.0, "type": "float"}
+        else:
+            limits[name] = {"type": "str"}
+    return limits
+
+
+def _check_one(name: str, value, lim: dict):
+    """Coerce and range-check one value (the registry's rules, also for the extra limits)."""
+    kind = lim.get("type")
+    if kind == "str":
+        return str(value)[:200]
+    if kind == "bool":
+        if isinstance(value, str):
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+                raise ValueError(f"must be true or false, got {value!r}")
+            return value.lower() in ("true", "1", "yes", "on")
+        return bool(value)
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        num = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"must be a number, got {value!r}") from None
+    if num != num or num in (float("inf"), float("-inf")):
+        raise ValueError(f"must be a finite number, got {value!r}")
+    if kind == "int":
+        if num != int(num):
+            raise ValueError(f"must be a whole number, got {value!r}")
+        num = int(num)
+    if num < lim["min"] or num > lim["max"]:
+        raise ValueError(f"got {value!r}")
+    return num
+
+
+def resolve_params(model: PretrainedModel, params: dict | None = None, preset: str | None = None) -> tuple[dict, dict]:
+    """(params, errors): the model's defaults, overlaid by the preset, then by explicit params; every value
+    checked against its limits. ``errors`` maps each bad field to a readable message."""
+    errors = {}
+    out = dict(model.default_params or {})
+    if preset:
+        table = presets()
+        if preset not in table:
+            errors["preset"] = f"Unknown preset “{preset}”; choose one of {', '.join(table)}."
+        else:
+            out.update(table[preset])
+    limits = param_limits(model)
+    for name, value in (params or {}).items():
+        if name not in limits:
+            errors[name] = f"“{name}” is not a setting of {model.name}; known settings: {', '.join(sorted(limits))}."
+            continue
+        if value is None or value == "":
+            if limits[name].get("optional"):
+                out.pop(name, None)
+                continue
+            if name in out:  # empty field = keep the default
+                continue
+        out[name] = value
+    for name in list(out):
+        if name not in limits or name in errors:
+            continue
+        try:
+            out[name] = _check_one(name, out[name], limits[name])
+        except ValueError as exc:
+            lim = limits[name]
+            label = PARAM_LABELS.get(name, (name,))[0]
+            if "min" in lim and str(exc).startswith("got"):
+                errors[name] = f"{label} must be between {lim['min']:g} and {lim['max']:g} ({exc})."
+            elif "min" in lim:
+                errors[name] = f"{label} {exc} (allowed: {lim['min']:g} to {lim['max']:g})."
+            else:
+                errors[name] = f"{label} {exc}."
+    return out, errors
+
+
+def worker_memory_gb() -> float:
+    return float(getattr(settings, "GPU_WORKER_MEMORY_GB", 0) or 0)
+
+
+def memory_warning(model: PretrainedModel, params: dict | None = None) -> str:
+    """A warning when fine-tuning likely does not fit the workers ('' when fine)."""
+    need = float(model.finetune_gpu_memory_gb or 0)
+    have = worker_memory_gb()
+    if model.family == "baseline" or need <= 0:
+        return ""
+    if have > 0 and need > have:
+        hint = "" if (params or {}).get("freeze_encoder") else " Try “Freeze the pretrained encoder” or a smaller batch size."
+        return (f"Fine-tuning {model.name} needs about {need:g} GB of GPU memory, but the workers have "
+                f"{have:g} GB: it may run out of memory.{hint}")
+    if have <= 0 and need > 1:
+        return (f"No GPU worker is configured on this server: fine-tuning {model.name} (about {need:g} GB of GPU "
+                "memory) will run on a CPU and be very slow.")
+    return ""
+
+
+def queue_for(model: PretrainedModel) -> str:
+    if model.family == "baseline" and getattr(settings, "CPU_ONLY", False):
+        return "default"
+    return "gpu"
+
+
+# ------------------------------------------------------------------------------------------------
+# Runs
+# ------------------------------------------------------------------------------------------------
+def labelled_count(dataset) -> int:
+    return dataset.items.exclude(answers=[]).count()
+
+
+def dataset_problem(dataset) -> str:
+    if dataset.status != RunStatus.SUCCEEDED:
+        return f"The dataset “{dataset.name}” is not ready (its cleaning is {dataset.status}); wait for it to finish."
+    n = labelled_count(dataset)
+    if n < 2:
+        return (f"The dataset “{dataset.name}” has {n} question{'s' if n != 1 else ''} with answers; training needs "
+                "answers. Upload a questions file with an answer column (or VQAv2 annotations).")
+    return ""
+
+
+def _enqueue(run: TrainingRun, *, resume: bool) -> str:
+    from training_app.jobs import train_job
+
+    return pjobs.enqueue(run, train_job, queue=queue_for(run.model), resume=resume)
+
+
+def start_run(user, dataset, model, params: dict | None = None, preset: str | None = None, name: str = "") -> TrainingRun:
+    """Create a TrainingRun and queue it; raises TrainingError (400) or PermissionDenied (403)."""
+    require_role(user, dataset, "editor")
+    errors = {}
+    model_row = get_model(model)
+    if model_row is None:
+        errors["model"] = "Choose a model to fine-tune." if not model else f"There is no model called “{model}”."
+    elif not model_row.enabled:
+        errors["model"] = f"{model_row.name} has been disabled by an administrator."
+    elif not model_row.available:
+        errors["model"] = f"{model_row.name} is not available on this server: {model_row.availability_reason}"
+    problem = dataset_problem(dataset)
+    if problem:
+        errors["dataset"] = problem
+    if not preset and not params:
+        preset = "balanced"
+    resolved = {}
+    if model_row is not None:
+        resolved, perr = resolve_params(model_row, params, preset)
+        errors.update(perr)
+    if errors:
+        first = next(iter(errors.values()))
+        raise TrainingError(first if len(errors) == 1 else f"{len(errors)} problems: {first}", errors)
+    warnings = [w for w in [memory_warning(model_row, resolved)] if w]
+    with transaction.atomic():
+        run = TrainingRun.objects.create(
+            project=dataset.project, dataset=dataset, model=model_row, created_by=user, preset=preset or "",
+            params=resolved, metrics={"warnings": warnings},
+            name=(name or f"{model_row.name} on {dataset.name}")[:120],
+        )
+        run._update(output_dir=run_prefix(run))
+        _enqueue(run, resume=False)
+    return run
+
+
+def cancel_run(user, run: TrainingRun) -> TrainingRun:
+    require_role(user, run, "editor")
+    if not pjobs.cancel(run):
+        raise TrainingError(f"This run has already {run.status}; there is nothing to cancel.")
+    run.refresh_from_db()
+    return run
+
+
+def resume_run(user, run: TrainingRun) -> TrainingRun:
+    """Queue a failed or cancelled run again on the same row; training continues from its checkpoint."""
+    require_role(user, run, "editor")
+    run.refresh_from_db()
+    if run.status not in (RunStatus.FAILED, RunStatus.CANCELLED):
+        raise TrainingError(f"Only a failed or cancelled run can be resumed; this one is {run.status}.")
+    problem = dataset_problem(run.dataset)
+    if problem:
+        raise TrainingError(problem, {"dataset": problem})
+    if not (run.model.enabled and run.model.available):
+        raise TrainingError(f"{run.model.name} is not available any more; it cannot be resumed.")
+    with transaction.atomic():
+        locked = TrainingRun.objects.select_for_update().get(pk=run.pk)
+        if locked.status not in (RunStatus.FAILED, RunStatus.CANCELLED):
+            raise TrainingError("This run was resumed already.")
+        run._update(vqa_accuracy=None)
+        _enqueue(run, resume=True)
+    run.refresh_from_db()
+    return run
+
+
+def rerun(user, run: TrainingRun) -> TrainingRun:
+    """A new run with the same dataset, model and settings."""
+    require_role(user, run, "editor")
+    name = run.name if run.name.startswith("Re-run") else f"Re-run of {run.name or run.pk}"
+    new = start_run(user, run.dataset, run.model, params=dict(run.params), preset=run.preset or None, name=name)
+    new._update(resumed_from=run)
+    return new
+
+
+def checkpoint_epoch(run: TrainingRun) -> int:
+    """Epochs completed according to the run's metrics (for the Resume button's text)."""
+    return len((run.metrics or {}).get("epochs") or [])
+
+
+# ------------------------------------------------------------------------------------------------
+# Export
+# ------------------------------------------------------------------------------------------------
+EXPORT_README = """PiggyBack fine-tuned model: {name}
+Model: {model} (family {family}, task {task}); validation VQA accuracy: {acc}
+
+model/         a Hugging Face transformers folder (config.json, model.safetensors, processor files,
+               id2label) - load it with from_pretrained(<path to model/>); piggyback.json names the family.
+metrics.json   training history (loss and validation accuracy per epoch) and the final metrics.
+train.log      the training log.
+
+PiggyBack baseline models use their own small model class:
+    from gpu_worker.models.baseline import PiggyBaselineForVQA
+    model = PiggyBaselineForVQA.from_pretrained("model")
+Transformer families load with their transformers class, e.g. ViltForQuestionAnswering.from_pretrained("model").
+"""
+
+
+def export_name(run: TrainingRun) -> str:
+    return f"{run_prefix(run)}/export/piggyback-run-{run.pk}.zip"
+
+
+def export_zip(run: TrainingRun) -> str:
+    """Build (once) and store the export ZIP of a succeeded run; returns its storage name."""
+    from django.core.files.storage import default_storage
+
+    if run.status != RunStatus.SUCCEEDED:
+        raise TrainingError("Only a finished (succeeded) run can be exported.")
+    name = export_name(run)
+    if default_storage.exists(name):
+        return name
+    root = files.local_dir(run.output_dir or run_prefix(run))
+    model_dir = root / "model"
+    if not (model_dir / "config.json").is_file():
+        raise TrainingError("The fine-tuned model files of this run are missing; re-run it to export.")
+    tmp_dir = Path(settings.WORKER_CACHE_DIR) / "exports"
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_dir / f"run-{run.pk}-{os.getpid()}.zip"
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(model_dir.rglob("*")):
+            if path.is_file():
+                zf.write(path, f"model/{path.relative_to(model_dir).as_posix()}")
+        for extra in ("metrics.json", "train.log"):
+            if (root / extra).is_file():
+                zf.write(root / extra, extra)
+        acc = "n/a" if run.vqa_accuracy is None else f"{run.vqa_accuracy:.2f} %"
+        zf.writestr("README.txt", EXPORT_README.format(name=run.name, model=run.model.key, family=run.model.family,
+                                                       task=run.model.task, acc=acc))
+    try:
+        files.save_local(tmp, name)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return name
