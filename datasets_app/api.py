@@ -29,7 +29,7 @@ class FileRenderer(BaseRenderer):
     """Lets file actions answer any Accept header; error bodies are still JSON."""
 
     media_type = "*/*"
-    format = None
+    format = "bin"
     charset = None
 
     def render(self, data, accepted_media_type=None, renderer_context=None):

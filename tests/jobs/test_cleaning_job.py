@@ -14,6 +14,12 @@ from tests.api.dataset_uploads import FORMULA, clean_files, csv_bytes, mixed_fil
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture(autouse=True)
+def fast_passwords(settings):
+    """Users are made by the shared fixtures; a cheap hasher keeps this file fast on 2 cores."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 def create(owner, project, files, name="d", capture=None):
     images, questions = files[:2]
     with capture(execute=True):
