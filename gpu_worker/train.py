@@ -33,7 +33,13 @@ REPORT_EVERY_S = 1.0
 
 
 def set_torch_threads() -> int:
-    """Use every core this process may run on (capped at 16); returns the thread count."""
+    """Use every core this process may run on (capped at 16), or ``PIGGYBACK_TORCH_THREADS`` when set
+    (on a worker that shares its cores with other processes, fewer threads avoid OpenMP spin-waiting);
+    returns the thread count."""
+    env = os.environ.get("PIGGYBACK_TORCH_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        torch.set_num_threads(int(env))
+        return int(env)
     try:
         n = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - non-Linux

@@ -39,9 +39,12 @@ class PiggyBaselineConfig(PretrainedConfig):
     model_type = "piggyback-baseline"
 
     def __init__(self, question_encoder="gru", vocab_size=2, word_dim=64, hidden_size=128,
-                 image_size=64, cnn_channels=(16, 32, 64, 64), grid_size=8, glimpses=2,
+                 image_size=64, cnn_channels=(32, 64, 64), grid_size=8, glimpses=2,
                  fusion_size=256, dropout=0.1, text_embed_dim=384, max_question_length=32, attention_size=64,
-                 **kwargs):
+                 stem_stride=1, **kwargs):
+        if stem_stride not in (1, 2, 4):
+            raise ValueError("stem_stride must be 1, 2 or 4")
+        self.stem_stride = stem_stride
         self.attention_size = attention_size
         self.question_encoder = question_encoder
         self.vocab_size = vocab_size
@@ -73,12 +76,18 @@ class PiggyBaselineForVQA(PreTrainedModel):
     def __init__(self, config: PiggyBaselineConfig):
         super().__init__(config)
         c = config
-        layers, cin = [], 3
-        for i, cout in enumerate(c.cnn_channels):
-            layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
-            if i < len(c.cnn_channels) - 1:
+        # stem: 3x3 conv (stride 1) or a k x k "patchify" conv with stride k; then 3x3 conv blocks with
+        # 2x2 max-pooling until the map is grid_size x grid_size (an adaptive pool handles the rest)
+        s = int(c.stem_stride)
+        k, pad = (3, 1) if s == 1 else (s, 0)
+        ch = list(c.cnn_channels)
+        layers = [nn.Conv2d(3, ch[0], k, stride=s, padding=pad, bias=False), nn.BatchNorm2d(ch[0]), nn.ReLU(inplace=True)]
+        size = c.image_size // s
+        for cin, cout in zip(ch[:-1], ch[1:]):
+            if size >= 2 * c.grid_size:
                 layers.append(nn.MaxPool2d(2))
-            cin = cout
+                size //= 2
+            layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
         self.image_encoder = nn.Sequential(*layers)
         self.grid_pool = nn.AdaptiveAvgPool2d(c.grid_size)
         if c.question_encoder == "minilm":
@@ -251,13 +260,15 @@ class BaselineAdapter(VQAAdapter):
         else:
             tokenizer = build_tokenizer([it["question"] for it in items])
         cfg_kw = dict(question_encoder=kind, image_size=int(params.get("image_size", 64)),
-                      cnn_channels=list(params.get("cnn_channels", (16, 32, 64, 64))),
+                      cnn_channels=list(params.get("cnn_channels", (32, 64, 64))),
+                      stem_stride=int(params.get("stem_stride", 4)),
                       grid_size=int(params.get("grid_size", 8)), hidden_size=int(params.get("hidden_size", 128)),
                       dropout=float(params.get("dropout", 0.1)))
         if src is not None:
             base = src.model.config.to_dict()
             cfg_kw = {k: base[k] for k in ("question_encoder", "image_size", "grid_size", "hidden_size", "word_dim",
-                                             "cnn_channels", "glimpses", "fusion_size", "dropout")}
+                                             "cnn_channels", "glimpses", "fusion_size", "dropout", "stem_stride",
+                                             "attention_size")}
         config = PiggyBaselineConfig(
             vocab_size=tokenizer.get_vocab_size() if tokenizer is not None else 2,
             id2label={i: a for i, a in enumerate(labels)}, label2id={a: i for i, a in enumerate(labels)},
