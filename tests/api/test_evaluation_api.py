@@ -1,0 +1,162 @@
+"""Evaluation API: single prediction on a fine-tuned run and a zero-shot model, history, overlay files,
+the model cache, tenancy (outsiders 404) and roles (viewers read, cannot predict or evaluate)."""
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+
+from evaluation_app import model_cache
+from tests.evaluation_helpers import (  # noqa: F401  (fixtures)
+    baseline_model,
+    batch_files,
+    blip_model,
+    make_run,
+    png_bytes,
+    run,
+    tiny_blip_dir,
+    trained_baseline_dir,
+    upload,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+def _predict(client, run_pk, question="What color is the shape?", **extra):
+    data = {"image": upload("shape.png", png_bytes(size=(120, 80)), "image/png"), "question": question, **extra}
+    return client.post(f"/api/v1/training-runs/{run_pk}/predict/", data, format="multipart")
+
+
+def _content(response) -> bytes:
+    return b"".join(response.streaming_content) if response.streaming else response.content
+
+
+def test_predict_on_a_run(run, owner, client_for):
+    model_cache.clear()
+    client = client_for(owner)
+    r = _predict(client, run.pk, top_k=3)
+    assert r.status_code == 201, r.content
+    body = r.json()
+    assert body["answer"] and 0 <= body["confidence"] <= 1
+    assert [t["answer"] for t in body["top_k"]][0] == body["answer"] and len(body["top_k"]) == 3
+    assert body["confidence"] == pytest.approx(body["top_k"][0]["score"])
+    assert len(body["regions"]) == 5
+    for region in body["regions"]:
+        x0, y0, x1, y1 = region["box"]
+        assert 0 <= x0 < x1 <= 120 and 0 <= y0 < y1 <= 80  # original image pixels
+    assert body["kind"] == "single" and body["latency_ms"] > 0
+    overlay = client.get(body["overlay"])
+    assert overlay.status_code == 200 and overlay["Content-Type"] == "image/png"
+    assert Image.open(io.BytesIO(_content(overlay))).size[0] >= 120
+    heat = client.get(body["heatmap"])
+    assert heat.status_code == 200 and _content(heat) != _content(overlay)
+    # the second question reuses the cached model
+    misses = model_cache.STATS["misses"]
+    assert _predict(client, run.pk).status_code == 201
+    assert model_cache.STATS["misses"] == misses and model_cache.STATS["hits"] >= 1
+    history = client.get("/api/v1/predictions/").json()
+    assert history["count"] == 2 and history["results"][0]["model_name"] == "Tiny baseline"
+
+
+def test_predict_rejects_bad_input(run, owner, client_for):
+    client = client_for(owner)
+    r = client.post(f"/api/v1/training-runs/{run.pk}/predict/",
+                    {"image": upload("x.png", b"not an image", "image/png"), "question": "What?"}, format="multipart")
+    assert r.status_code == 400 and "not an image" in r.json()["detail"]
+    r = _predict(client, run.pk, question="   ")
+    assert r.status_code == 400
+    assert _predict(client, run.pk, top_k=99).status_code == 400
+
+
+def test_predict_on_unfinished_run_is_a_conflict(make_run, project, owner, client_for):
+    pending = make_run(project, status="running")
+    r = _predict(client_for(owner), pending.pk)
+    assert r.status_code == 409 and "not finished" in r.json()["detail"]
+
+
+def test_zero_shot_generative_model(blip_model, project, owner, client_for):
+    client = client_for(owner)
+    data = {"image": upload("s.png", png_bytes(), "image/png"), "question": "what is it?", "num_beams": 2,
+            "max_new_tokens": 4}
+    r = client.post(f"/api/v1/models/blip/predict/?project={project.pk}", data, format="multipart")
+    assert r.status_code == 201, r.content
+    body = r.json()
+    assert body["params"] == {"top_k": 5, "num_beams": 2, "max_new_tokens": 4}
+    assert body["model_name"] == "BLIP VQA" and body["top_k"]
+    assert client.post("/api/v1/models/blip/predict/", data, format="multipart").status_code == 400
+    assert client.post("/api/v1/models/nope/predict/?project=1", data, format="multipart").status_code == 404
+
+
+def test_outsiders_get_404_everywhere(run, owner, other_user, client_for, django_capture_on_commit_callbacks, run_jobs):
+    mine = client_for(owner)
+    body = _predict(mine, run.pk).json()
+    images, questions, _ = batch_files(1)
+    with django_capture_on_commit_callbacks(execute=True):
+        ev = mine.post("/api/v1/evaluations/", {"project": run.project_id, "training_run": run.pk, "images": images,
+                                                "questions": questions}, format="multipart").json()
+    run_jobs()
+    assert mine.get(f"/api/v1/evaluations/{ev['id']}/").json()["status"] == "succeeded"
+    theirs = client_for(other_user)
+    assert _predict(theirs, run.pk).status_code == 404
+    assert theirs.get(f"/api/v1/evaluations/{ev['id']}/").status_code == 404
+    assert theirs.get(f"/api/v1/evaluations/{ev['id']}/predictions/").status_code == 404
+    assert theirs.get(f"/api/v1/evaluations/{ev['id']}/predictions.csv").status_code == 404
+    assert theirs.get(f"/api/v1/evaluations/{ev['id']}/annotated.zip").status_code == 404
+    assert theirs.get(body["overlay"]).status_code == 404
+    assert theirs.get(body["image"]).status_code == 404
+    assert theirs.get(f"/api/v1/predictions/{body['id']}/").status_code == 404
+    assert theirs.get("/api/v1/predictions/").json()["count"] == 0
+    assert theirs.get("/api/v1/evaluations/").json()["count"] == 0
+    images, questions, _ = batch_files(1)
+    r = theirs.post("/api/v1/evaluations/", {"project": run.project_id, "training_run": run.pk, "images": images,
+                                             "questions": questions}, format="multipart")
+    assert r.status_code == 404
+    assert client_for(None).get(body["overlay"]).status_code in (401, 403)
+
+
+@pytest.mark.parametrize("role, can_ask", [("viewer", False), ("editor", True), ("owner", True)])
+def test_roles(run, owner, members, client_for, role, can_ask, django_capture_on_commit_callbacks, run_jobs):
+    shared = _predict(client_for(owner), run.pk).json()
+    client = client_for(members[role])
+    r = _predict(client, run.pk)
+    assert r.status_code == (201 if can_ask else 403)
+    if not can_ask:
+        assert "editor" in r.json()["detail"]
+    images, questions, _ = batch_files(1)
+    with django_capture_on_commit_callbacks(execute=True):
+        r = client.post("/api/v1/evaluations/", {"project": run.project_id, "training_run": run.pk, "images": images,
+                                                 "questions": questions}, format="multipart")
+    assert r.status_code == (201 if can_ask else 403)
+    # every member may read the project's files and evaluations
+    assert client.get(shared["overlay"]).status_code == 200
+    assert client.get("/api/v1/evaluations/").status_code == 200
+
+
+def test_history_is_per_user_and_filterable(run, owner, members, client_for):
+    _predict(client_for(owner), run.pk, question="What color is the shape?")
+    _predict(client_for(owner), run.pk, question="Is there a circle?")
+    _predict(client_for(members["editor"]), run.pk, question="Is there a triangle?")
+    mine = client_for(owner).get("/api/v1/predictions/").json()
+    assert mine["count"] == 2
+    assert client_for(owner).get("/api/v1/predictions/?q=circle").json()["count"] == 1
+    assert client_for(owner).get(f"/api/v1/predictions/?training_run={run.pk}").json()["count"] == 2
+    assert client_for(members["editor"]).get("/api/v1/predictions/").json()["count"] == 1
+
+
+def test_schema_lists_the_evaluation_endpoints():
+    from django.urls import include, path
+    from drf_spectacular.generators import SchemaGenerator
+
+    # only this app's routes: the schema of the evaluation endpoints must build on its own
+    generator = SchemaGenerator(patterns=[path("api/v1/", include("evaluation_app.api_urls"))])
+    paths = generator.get_schema(request=None, public=True)["paths"]
+    for p in ("/api/v1/training-runs/{id}/predict/", "/api/v1/models/{key}/predict/", "/api/v1/evaluations/",
+              "/api/v1/evaluations/{id}/", "/api/v1/evaluations/{id}/predictions.csv",
+              "/api/v1/evaluations/{id}/annotated.zip", "/api/v1/evaluations/{id}/predictions/",
+              "/api/v1/predictions/", "/api/v1/predictions/{id}/files/{which}/"):
+        assert p in paths, (p, sorted(paths))
+    predict = paths["/api/v1/training-runs/{id}/predict/"]["post"]
+    assert "multipart/form-data" in predict["requestBody"]["content"]
+    assert "multipart/form-data" in paths["/api/v1/evaluations/"]["post"]["requestBody"]["content"]
+    assert "text/csv" in paths["/api/v1/evaluations/{id}/predictions.csv"]["get"]["responses"]["200"]["content"]
