@@ -58,11 +58,19 @@ SEARCH_PARAMS = [
 )
 class DatasetViewSet(TenantViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin,
                      mixins.DestroyModelMixin, viewsets.GenericViewSet):
+    """Datasets of your projects: upload an images ZIP with a questions file, follow the cleaning, browse the
+    kept questions, download the cleaning report. Outside your projects every dataset answers 404."""
+
     queryset = Dataset.objects.all()
     serializer_class = DatasetSerializer
     parser_classes = [MultiPartParser, FormParser, JSONParser]
     role_by_action = {"items": "viewer", "report": "viewer", "stats": "viewer", "item_image": "viewer",
                       "retry": "editor", "cancel": "editor"}
+
+    def get_renderers(self):
+        if getattr(self, "action", None) == "report":
+            return [CSVRenderer(), JSONRenderer()]
+        return super().get_renderers()
 
     def get_queryset(self):
         qs = Dataset.objects.for_user(self.request.user).select_related("project").order_by("-created_at")
@@ -114,8 +122,7 @@ class DatasetViewSet(TenantViewSetMixin, mixins.ListModelMixin, mixins.RetrieveM
 
     @extend_schema(responses={(200, "text/csv"): OpenApiTypes.STR},
                    summary="Cleaning report: every removed row and image with its reason (CSV)")
-    @action(detail=True, methods=["get"], url_path="report.csv", renderer_classes=[CSVRenderer, JSONRenderer])
-    def report(self, request, pk=None):
+    def report(self, request, pk=None):  # routed in api_urls.py as datasets/<pk>/report.csv (no slash)
         dataset = self.get_object()
         response = HttpResponse(services.report_csv(dataset), content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = f'attachment; filename="cleaning-report-{dataset.pk}.csv"'

@@ -158,21 +158,27 @@ def create_dataset(user, project: Project, name: str, *, images, questions, anno
     fmt = detect_format(questions, annotations)
     from datasets_app.jobs import clean_dataset_job
 
-    with transaction.atomic():
-        dataset = Dataset(
-            project=project,
-            name=name[:120],
-            format=fmt,
-            created_by=user,
-            images_original_name=_name_of(images)[:255],
-            questions_original_name=_name_of(questions)[:255],
-        )
-        dataset.images_file.save(_name_of(images), images, save=False)
-        dataset.questions_file.save(_name_of(questions), questions, save=False)
-        if annotations is not None:
-            dataset.annotations_file.save(_name_of(annotations), annotations, save=False)
-        dataset.save()
-        jobs.enqueue(dataset, clean_dataset_job, queue="default")
+    dataset = Dataset(
+        project=project,
+        name=name[:120],
+        format=fmt,
+        created_by=user,
+        images_original_name=_name_of(images)[:255],
+        questions_original_name=_name_of(questions)[:255],
+    )
+    try:
+        with transaction.atomic():
+            dataset.images_file.save(_name_of(images), images, save=False)
+            dataset.questions_file.save(_name_of(questions), questions, save=False)
+            if annotations is not None:
+                dataset.annotations_file.save(_name_of(annotations), annotations, save=False)
+            dataset.save()
+            jobs.enqueue(dataset, clean_dataset_job, queue="default")
+    except BaseException:
+        for f in (dataset.images_file, dataset.questions_file, dataset.annotations_file):
+            if f and f.name:
+                default_storage.delete(f.name)  # no orphan uploads when the row was not created
+        raise
     return dataset
 
 
