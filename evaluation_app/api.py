@@ -157,6 +157,17 @@ class EvaluationViewSet(TenantViewSetMixin, mixins.ListModelMixin, mixins.Retrie
         return self.get_paginated_response(PredictionSerializer(page, many=True, context={"request": request}).data)
 
 
+    @extend_schema(request=None, responses=EvaluationSerializer, tags=["evaluation"])
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        """Cancel a queued evaluation at once, or stop a running one after its current step."""
+        from piggyback.jobs import cancel
+
+        evaluation = self.get_object()
+        cancel(evaluation)
+        return Response(EvaluationSerializer(evaluation, context={"request": request}).data)
+
+
 class _EvaluationFileView(APIView):
     filename = ""
 

@@ -11,7 +11,7 @@ from django.core.paginator import Paginator
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_POST
 
 from datasets_app.models import Project
 from datasets_app.project_views import get_project
@@ -126,6 +126,18 @@ def evaluation_page(request, pk):
         "target_url": (reverse("evaluation:run", args=[evaluation.training_run_id]) if evaluation.training_run_id
                        else f"{reverse('evaluation:model', args=[evaluation.model_id])}?project={evaluation.project_id}"),
     })
+
+
+@login_required
+@require_POST
+def evaluation_cancel(request, pk):
+    from piggyback.jobs import cancel
+
+    evaluation = get_object_or_404(Evaluation.objects.for_user(request.user).select_related("project"), pk=pk)
+    services.require_editor(request.user, evaluation.project)
+    if cancel(evaluation):
+        messages.info(request, "The evaluation will stop after its current step.")
+    return redirect("evaluation:evaluation", pk=evaluation.pk)
 
 
 def _history_qs(request):

@@ -160,3 +160,17 @@ def test_unique_names_are_bounded_and_unique():
     assert names[3] != names[4] and names[4].endswith("-2.png")
     names[5].encode("utf-8").decode("utf-8")  # no half characters
     assert names[6] == "question.png"
+
+
+def test_cancel_before_it_starts(run, owner, members, client_for, run_jobs, django_capture_on_commit_callbacks):
+    from evaluation_app.models import Evaluation
+
+    images, questions, _ = batch_files(1)
+    pk = _start(client_for(owner), run, images, questions, django_capture_on_commit_callbacks)
+    assert client_for(members["viewer"]).post(f"/api/v1/evaluations/{pk}/cancel/").status_code == 403
+    r = client_for(members["editor"]).post(f"/api/v1/evaluations/{pk}/cancel/")
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    run_jobs()
+    ev = Evaluation.objects.get(pk=pk)
+    assert ev.status == "cancelled" and ev.predictions.count() == 0
+    assert client_for(owner).get(f"/api/v1/evaluations/{pk}/predictions.csv").status_code == 409
