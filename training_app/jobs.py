@@ -55,8 +55,9 @@ class LiveMetrics:
     """Collects train_model's reports into ``run.metrics`` (loss curve, per-epoch validation accuracy, ETA),
     written at most every ``min_interval`` seconds, always at the end of an epoch."""
 
-    def __init__(self, run: TrainingRun, min_interval: float = 2.0):
+    def __init__(self, run: TrainingRun, min_interval: float = 2.0, out_dir: Path | None = None):
         self.run = run
+        self.out_dir = out_dir
         self.min_interval = min_interval
         m = dict(run.metrics or {})
         self.data = m
@@ -108,12 +109,15 @@ class LiveMetrics:
             m["best_epoch"] = metrics["best_epoch"]
         now = time.monotonic()
         if epoch_end or now - self._last >= self.min_interval:
-            self.flush()
+            self.flush(with_log=epoch_end)
 
-    def flush(self):
+    def flush(self, with_log: bool = False):
         self._last = time.monotonic()
         self.data["updated_at"] = timezone.now().isoformat()
-        TrainingRun.objects.filter(pk=self.run.pk).update(metrics=self.data)
+        fields = {"metrics": self.data}
+        if with_log and self.out_dir is not None:
+            fields["log"] = _log_tail(self.out_dir)
+        TrainingRun.objects.filter(pk=self.run.pk).update(**fields)
 
 
 def _log_tail(out_dir: Path) -> str:
@@ -149,13 +153,16 @@ def train_job(run: TrainingRun, reporter, resume: bool = False):
         label = f"CPU ({torch.get_num_threads()} threads)"
     run._update(device=label[:60], output_dir=prefix)
     reporter(0.0, "Reading the dataset", force=True)
-    items, image_root = training_items(run.dataset)
+    try:
+        items, image_root = training_items(run.dataset)
+    except ValueError as exc:  # the datasets app's readable errors (e.g. the dataset is not ready)
+        raise UserFacingError(str(exc)) from exc
     if len(items) < 2:
         raise UserFacingError(f"The dataset “{run.dataset.name}” has no questions with answers any more, so there "
                               "is nothing to learn from. Choose a dataset with an answer column.")
     out_dir = files.local_dir(prefix)
     out_dir.mkdir(parents=True, exist_ok=True)
-    live = LiveMetrics(run)
+    live = LiveMetrics(run, out_dir=out_dir)
     reporter.on_metrics = live
     report = live.report_wrapper(reporter)
     try:

@@ -179,7 +179,14 @@ def resolve_params(model: PretrainedModel, params: dict | None = None, preset: s
 
 
 def worker_memory_gb() -> float:
-    return float(getattr(settings, "GPU_WORKER_MEMORY_GB", 0) or 0)
+    """GPU memory of the training workers (settings / env GPU_WORKER_MEMORY_GB; 0 = unknown or CPU only)."""
+    value = getattr(settings, "GPU_WORKER_MEMORY_GB", None)
+    if value is None:
+        value = os.environ.get("GPU_WORKER_MEMORY_GB", "0")
+    try:
+        return max(0.0, float(value or 0))
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def memory_warning(model: PretrainedModel, params: dict | None = None) -> str:

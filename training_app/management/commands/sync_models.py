@@ -12,6 +12,9 @@ class Command(BaseCommand):
         out = sync_models()
         from training_app.models import PretrainedModel
 
+        if options.get("verbosity", 1) < 1:
+            return
+
         for row in PretrainedModel.objects.order_by("family", "key"):
             mark = "available" if row.available else "NOT available"
             flag = "" if row.enabled else " (disabled by an admin)"
