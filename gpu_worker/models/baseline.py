@@ -14,6 +14,7 @@ tokenizer.json, preprocessor_config.json, piggyback.json) loads in a plain trans
 """
 from __future__ import annotations
 
+import gc
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -123,7 +124,9 @@ class PiggyBaselineForVQA(PreTrainedModel):
         x = pixel_values
         if x.dtype == torch.uint8:
             x = x.float().div_(127.5).sub_(1.0)
-        feats = self.grid_pool(self.image_encoder(x))
+        feats = self.image_encoder(x)
+        if feats.shape[-2:] != (self.config.grid_size, self.config.grid_size):
+            feats = self.grid_pool(feats)
         return feats.flatten(2).transpose(1, 2)
 
     def encode_questions(self, input_ids=None, attention_mask=None, question_embeds=None) -> torch.Tensor:
@@ -311,8 +314,13 @@ class BaselineAdapter(VQAAdapter):
                 names.append(name)
             img_idx.append(index[name])
         size = cfg.image_size
-        with ThreadPoolExecutor(max_workers=max(1, min(4, torch.get_num_threads()))) as pool:
-            loaded = list(pool.map(lambda n: load_image(os.path.join(image_root, n), size), names))
+        def _load(n):
+            return load_image(os.path.join(image_root, n), size)
+        if len(names) > 16:   # PIL decodes outside the GIL: a few threads help on big sets
+            with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
+                loaded = list(pool.map(_load, names))
+        else:
+            loaded = [_load(n) for n in names]
         images = torch.from_numpy(np.stack([a for a, _ in loaded])) if loaded else torch.zeros(0, 3, size, size, dtype=torch.uint8)
         # each distinct question text is encoded once per batch (templated data sets repeat them a lot)
         q_index: dict[str, int] = {}
@@ -406,13 +414,18 @@ class BaselineAdapter(VQAAdapter):
 
     # ---- inference ------------------------------------------------------------------------------
     @torch.no_grad()
-    def predict_encoded(self, encoded, top_k=5, explain=False, batch_size=256, should_cancel=None):
-        """Predictions for already-encoded items, in the items' original order."""
+    def predict_encoded(self, encoded, top_k=5, explain=False, batch_size=256, should_cancel=None, max_regions=16):
+        """Predictions for already-encoded items, in the items' original order. ``regions`` holds the
+        ``max_regions`` strongest grid cells (None = all), scores normalised over ALL cells."""
         was_training = self.model.training
+        gc_was_enabled = gc.isenabled()
+        gc.disable()   # building many small dicts: the cyclic GC would rescan the growing result list
         self.model.eval()
         results: list = [None] * encoded["n"]
         grid = self.model.config.grid_size
         k = max(1, min(int(top_k), self.model.config.num_labels))
+        boxes_cache: dict = {}
+        img_of = encoded["img_idx"].tolist()
         try:
             for batch in self.batches(encoded, batch_size, shuffle=False):
                 if should_cancel is not None and should_cancel():
@@ -421,27 +434,35 @@ class BaselineAdapter(VQAAdapter):
                 out = self.model(**self._inputs(batch), output_attentions=explain)
                 probs = torch.softmax(out.logits.float(), dim=-1).cpu()
                 top_p, top_i = probs.topk(k, dim=-1)
-                att = out.attentions.sum(1).float().cpu() if explain else None
+                top_p, top_i = torch.round(top_p * 1e6).div(1e6).tolist(), top_i.tolist()
+                if explain:
+                    att = out.attentions.float().sum(1).cpu()
+                    att = att / att.sum(-1, keepdim=True).clamp(min=1e-12)
+                    att_s, att_o = att.sort(dim=-1, descending=True)
+                    if max_regions:
+                        att_s, att_o = att_s[:, :max_regions], att_o[:, :max_regions]
+                    att_s, att_o = torch.round(att_s * 1e6).div(1e6).tolist(), att_o.tolist()
                 for row, q in enumerate(batch["qidx"].tolist()):
-                    tk = [{"answer": self.id2label[int(i)], "score": round(float(p), 6)}
-                          for p, i in zip(top_p[row], top_i[row])]
+                    tk = [{"answer": self.id2label[i], "score": p} for p, i in zip(top_p[row], top_i[row])]
                     res = {"answer": tk[0]["answer"], "confidence": tk[0]["score"], "top_k": tk, "regions": []}
                     if explain:
-                        img = int(encoded["img_idx"][q])
-                        w, h = encoded["sizes"][img]
-                        scores = att[row] / att[row].sum().clamp(min=1e-12)
-                        boxes = cell_boxes(w, h, grid)
-                        order = torch.argsort(scores, descending=True).tolist()
-                        res["regions"] = [{"box": boxes[c], "score": round(float(scores[c]), 6)} for c in order]
+                        size = encoded["sizes"][img_of[q]]
+                        if size not in boxes_cache:
+                            boxes_cache[size] = cell_boxes(size[0], size[1], grid)
+                        boxes = boxes_cache[size]
+                        res["regions"] = [{"box": list(boxes[c]), "score": sc} for c, sc in zip(att_o[row], att_s[row])]
                     results[q] = res
         finally:
             self.model.train(was_training)
+            if gc_was_enabled:
+                gc.enable()
         return results
 
-    def predict(self, items, image_root, top_k=5, explain=False, batch_size=256, should_cancel=None, **gen):
+    def predict(self, items, image_root, top_k=5, explain=False, batch_size=256, should_cancel=None,
+                max_regions=16, **gen):
         enc = self.encode(items, image_root)
         return self.predict_encoded(enc, top_k=top_k, explain=explain, batch_size=int(batch_size),
-                                    should_cancel=should_cancel)
+                                    should_cancel=should_cancel, max_regions=max_regions)
 
     # ---- persistence ----------------------------------------------------------------------------
     def save(self, folder):

@@ -114,7 +114,8 @@ def test_regions_in_original_pixels(tiny_adapter, easy_items, tmp_path):
     img = Image.open(os.path.join(root, items[0]["image"])).resize((200, 120))
     img.save(tmp_path / "wide.png")
     item = dict(items[0], image="wide.png")
-    pred = tiny_adapter.predict([item], str(tmp_path), top_k=3, explain=True)[0]
+    pred = tiny_adapter.predict([item], str(tmp_path), top_k=3, explain=True, max_regions=None)[0]
+    assert len(tiny_adapter.predict([item], str(tmp_path), explain=True)[0]["regions"]) == 16  # default
     regs = pred["regions"]
     assert len(regs) == 64
     assert sorted(map(tuple, (r["box"] for r in regs))) == sorted(map(tuple, cell_boxes(200, 120, 8)))

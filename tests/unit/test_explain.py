@@ -85,7 +85,7 @@ def test_predict_batch_load_model_and_pointing(trained_tiny, tmp_path):
     for a, b in zip(preds[:5], one_by_one):
         assert a["answer"] == b["answer"] and a["confidence"] == pytest.approx(b["confidence"], abs=1e-4)
     for p in preds:
-        assert 0 < p["confidence"] <= 1 and len(p["top_k"]) == 3 and len(p["regions"]) == 64
+        assert 0 < p["confidence"] <= 1 and len(p["top_k"]) == 3 and len(p["regions"]) == 16
     score = pointing_game_score(preds, items, root)
     assert score["count"] == len(items) and 0 <= score["pointing_game"] <= 100
     assert draw_overlay(os.path.join(root, items[0]["image"]), preds[0]["regions"], str(tmp_path / "p.png"))
