@@ -307,11 +307,6 @@ def rerun(user, run: TrainingRun) -> TrainingRun:
     return new
 
 
-def checkpoint_epoch(run: TrainingRun) -> int:
-    """Epochs completed according to the run's metrics (for the Resume button's text)."""
-    return len((run.metrics or {}).get("epochs") or [])
-
-
 # ------------------------------------------------------------------------------------------------
 # Export
 # ------------------------------------------------------------------------------------------------

@@ -10,8 +10,7 @@ import zipfile
 import pytest
 from django.core.management import call_command
 
-from piggyback.jobs import RunStatus
-from tests.jobs.test_training_job import TINY, dataset, make_easyvqa_dataset, models_synced  # noqa: F401
+from tests.jobs.test_training_job import TINY, dataset, models_synced  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 

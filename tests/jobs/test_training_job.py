@@ -68,7 +68,7 @@ def wait_for(predicate, timeout=60.0, interval=0.1):
     raise AssertionError("condition not reached in time")
 
 
-def _start(user, dataset, params, execute=True):
+def _start(user, dataset, params):
     from training_app import services
 
     return services.start_run(user, dataset, "baseline-rnn", params=params)
