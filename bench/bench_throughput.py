@@ -11,6 +11,7 @@ second of the training loop; the best of ``--repeats`` runs is kept (the machine
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import tempfile
 import time
@@ -62,7 +63,8 @@ def run_trainer(model_key, items, root, params):
     args = TrainingArguments(
         output_dir=tempfile.mkdtemp(prefix="bench_trainer_"), per_device_train_batch_size=params["batch_size"],
         num_train_epochs=1, learning_rate=params["learning_rate"], weight_decay=params["weight_decay"],
-        warmup_ratio=params["warmup_ratio"], lr_scheduler_type="linear", max_grad_norm=5.0,
+        warmup_steps=int(round(params["warmup_ratio"] * math.ceil(len(ds) / params["batch_size"]))),
+        lr_scheduler_type="linear", max_grad_norm=5.0,
         logging_strategy="no", save_strategy="no", report_to="none", use_cpu=True, seed=params["seed"],
         dataloader_num_workers=0, disable_tqdm=True)
     trainer = Trainer(model=adapter.model, args=args, train_dataset=ds)

@@ -193,7 +193,7 @@ def train_model(model_key, items, image_root, out_dir, params: dict, *, source=N
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     max_norm = float(params.get("max_grad_norm", 5.0))
 
-    history, best, best_epoch, bad_epochs = [], -1.0, 0, 0
+    history, best, best_epoch, bad_epochs = [], float("-inf"), 0, 0
     start_epoch, start_step, loss_sum, loss_n, epoch_secs = 0, 0, 0.0, 0, 0.0
     train_seconds = 0.0
     if state is not None:

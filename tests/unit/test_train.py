@@ -105,3 +105,12 @@ def test_early_stopping_and_bad_params(easy_items, tiny_params, tmp_path):
         train_model("baseline-rnn", items, root, str(tmp_path / "y"), {"learning_rate": -1})
     with pytest.raises(KeyError):
         train_model("no-such-model", items, root, str(tmp_path / "z"), {})
+
+
+def test_no_validation_split_keeps_lowest_loss_epoch(easy_items, tiny_params, tmp_path):
+    items, root = easy_items
+    r = train_model("baseline-rnn", items, root, str(tmp_path), dict(tiny_params, val_fraction=0.0), device="cpu")
+    assert r["num_val"] == 0 and r["vqa_accuracy"] is None
+    losses = [h["loss"] for h in r["history"]]
+    assert r["best_epoch"] == losses.index(min(losses)) + 1
+    assert os.path.isfile(os.path.join(tmp_path, "model", "model.safetensors"))
