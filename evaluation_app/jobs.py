@@ -6,6 +6,7 @@ import tempfile
 from pathlib import Path
 
 from django.db import transaction
+from PIL import Image
 
 from evaluation_app import exports, model_cache
 from evaluation_app.models import Prediction
@@ -29,7 +30,7 @@ def batch_eval_job(row, reporter):
     from gpu_worker.metrics import evaluate, vqa_score
     from gpu_worker.predict import predict_batch
 
-    from evaluation_app.services import draw_overlays, model_of
+    from evaluation_app.services import model_of, store_overlay
 
     target = row.training_run or row.model
     if target is None:
@@ -60,19 +61,25 @@ def batch_eval_job(row, reporter):
                                   report=_scaled(reporter, _CLEAN, _PREDICT), should_cancel=reporter.should_cancel,
                                   **gen)
 
-        # 3. overlays, drawn once and shown again from storage
+        # 3. overlays, drawn once (an image is decoded once for all its questions) and shown again from storage
         overlays = []
+        opened: dict = {}
         for i, (item, pred) in enumerate(zip(items, preds)):
             if i % 200 == 0:
                 if reporter.should_cancel():
                     raise Cancelled()
                 reporter(_CLEAN + _PREDICT + _DRAW * i / max(1, len(items)), f"Drawing attention maps: {i:,} of {len(items):,}")
-            if pred.get("regions"):
-                overlay, _ = draw_overlays(Path(result.image_root) / item["image"], pred["regions"][:5],
-                                           f"projects/{row.project_id}/overlays/eval-{row.pk}/{i + 1}", heatmap=False)
-            else:
-                overlay = ""
-            overlays.append(overlay)
+            if not pred.get("regions"):
+                overlays.append("")
+                continue
+            if item["image"] not in opened:
+                if len(opened) >= 256:  # bounded memory for huge evaluations
+                    opened.clear()
+                with Image.open(Path(result.image_root) / item["image"]) as im:
+                    opened[item["image"]] = im.convert("RGB")
+            overlays.append(store_overlay(opened[item["image"]], pred["regions"][:5],
+                                          f"projects/{row.project_id}/overlays/eval-{row.pk}/{i + 1}-boxes.png"))
+        opened.clear()
 
         # 4. predictions + official VQA metrics when answers were given
         reporter(_CLEAN + _PREDICT + _DRAW, "Saving the answers", force=True)

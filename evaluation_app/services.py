@@ -124,17 +124,31 @@ def _save_png(project, image: Image.Image) -> str:
         Path(tmp.name).unlink(missing_ok=True)
 
 
-def draw_overlays(image_path, regions, storage_prefix: str, *, heatmap: bool = True) -> tuple[str, str]:
-    """Draw the boxes overlay (and the heat-map) once and store them; returns their storage names."""
+def store_overlay(image, regions, name: str, *, heatmap: bool = False) -> str:
+    """Draw one overlay (``image``: path or PIL image) and store it under ``name``.
+
+    With a local storage the PNG is written straight into place; other storages get a temporary file."""
+    from django.core.files.storage import default_storage
     from gpu_worker.explain import draw_overlay
 
-    out = []
+    try:
+        target = Path(default_storage.path(name))
+    except NotImplementedError:
+        target = None
+    if target is not None:
+        draw_overlay(image, regions, str(target), heatmap=heatmap)
+        return name
     with tempfile.TemporaryDirectory() as tmp:
-        for variant in ("boxes", "heatmap") if heatmap else ("boxes",):
-            local = Path(tmp) / f"{variant}.png"
-            draw_overlay(str(image_path), regions, str(local), heatmap=variant == "heatmap")
-            out.append(save_local(local, f"{storage_prefix}-{variant}.png"))
-    return out[0], (out[1] if heatmap else "")
+        local = Path(tmp) / "overlay.png"
+        draw_overlay(image, regions, str(local), heatmap=heatmap)
+        return save_local(local, name)
+
+
+def draw_overlays(image_path, regions, storage_prefix: str, *, heatmap: bool = True) -> tuple[str, str]:
+    """Draw the boxes overlay (and the heat-map) once and store them; returns their storage names."""
+    boxes = store_overlay(str(image_path), regions, f"{storage_prefix}-boxes.png")
+    heat = store_overlay(str(image_path), regions, f"{storage_prefix}-heatmap.png", heatmap=True) if heatmap else ""
+    return boxes, heat
 
 
 # ------------------------------------------------------------------------------------------ one question
