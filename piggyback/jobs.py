@@ -100,6 +100,20 @@ def fresh_connection() -> None:
         close_old_connections()
 
 
+def db_retry(fn, *args, **kwargs):
+    """Run a small DB write; if the connection was dropped (server restart, idle kill), reconnect once."""
+    from django.db import InterfaceError, OperationalError
+
+    try:
+        return fn(*args, **kwargs)
+    except (OperationalError, InterfaceError):
+        if connection.in_atomic_block:
+            raise
+        log.warning("database connection lost; reconnecting once", exc_info=True)
+        connection.close()
+        return fn(*args, **kwargs)
+
+
 def _resolve_model(label: str):
     from django.apps import apps
 
@@ -237,7 +251,7 @@ class Reporter:
         fields = {"progress": max(0.0, min(1.0, float(progress))), "heartbeat_at": timezone.now()}
         if stage:
             fields["stage"] = stage[:200]
-        self.model.objects.filter(pk=self.row.pk).update(**fields)
+        db_retry(self.model.objects.filter(pk=self.row.pk).update, **fields)
 
     def should_cancel(self) -> bool:
         now = time.monotonic()
@@ -246,7 +260,7 @@ class Reporter:
         if now - self._last_cancel_check >= 1.0:
             self._last_cancel_check = now
             self._cancel = bool(
-                self.model.objects.filter(pk=self.row.pk).values_list("cancel_requested", flat=True).first()
+                db_retry(lambda: self.model.objects.filter(pk=self.row.pk).values_list("cancel_requested", flat=True).first())
             )
         return self._cancel
 
@@ -262,11 +276,13 @@ class _Heartbeat(threading.Thread):
     def run(self):
         try:
             while not self.stop_event.wait(self.interval):
-                self.model.objects.filter(pk=self.pk, status=RunStatus.RUNNING).update(
-                    heartbeat_at=timezone.now()
-                )
-        except Exception:  # pragma: no cover - a lost DB connection must not kill the job
-            log.exception("heartbeat failed")
+                try:
+                    self.model.objects.filter(pk=self.pk, status=RunStatus.RUNNING).update(
+                        heartbeat_at=timezone.now()
+                    )
+                except Exception:  # a dropped DB connection must not kill the job: reconnect next beat
+                    log.warning("heartbeat write failed; reconnecting", exc_info=True)
+                    connection.close()
         finally:
             connection.close()
 
@@ -314,15 +330,14 @@ def background_job(model_label: str):
             try:
                 result = body(row, reporter, **kwargs)
             except Cancelled:
-                row._update(
-                    status=RunStatus.CANCELLED, stage="Cancelled", finished_at=timezone.now()
-                )
+                db_retry(row._update, status=RunStatus.CANCELLED, stage="Cancelled", finished_at=timezone.now())
                 return "cancelled"
             except UserFacingError as exc:
-                row.mark_failed(str(exc), tb.format_exc())
+                db_retry(row.mark_failed, str(exc), tb.format_exc())
                 return "failed"
             except Exception as exc:
-                row.mark_failed(
+                db_retry(
+                    row.mark_failed,
                     f"Something went wrong while {row.stage.lower() or 'working'}: "
                     f"{type(exc).__name__}: {exc}. Nothing you stored was lost; you can try again.",
                     tb.format_exc(),
@@ -331,7 +346,8 @@ def background_job(model_label: str):
             finally:
                 heartbeat.stop_event.set()
                 heartbeat.join(timeout=5)
-            model.objects.filter(pk=pk, status=RunStatus.RUNNING).update(
+            db_retry(
+                model.objects.filter(pk=pk, status=RunStatus.RUNNING).update,
                 status=RunStatus.SUCCEEDED,
                 progress=1.0,
                 stage="Done",
