@@ -6,10 +6,13 @@ modules (a missing optional one is skipped) so ``all_specs()`` is complete where
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import threading
 
 from gpu_worker.models.base import ModelSpec, VQAAdapter
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL_KEY = "baseline-rnn"
 
@@ -47,6 +50,7 @@ PRESETS = {
 }
 
 _SPECS: dict[str, ModelSpec] = {}
+IMPORT_ERRORS: dict[str, str] = {}   # family module -> why it could not be imported
 _LOCK = threading.Lock()
 _LOADED = False
 
@@ -73,10 +77,9 @@ def _ensure_loaded() -> None:
         for mod in FAMILY_MODULES:
             try:
                 importlib.import_module(mod)
-            except ModuleNotFoundError as exc:  # family file not written / optional dependency missing
-                if exc.name and (exc.name == mod or not exc.name.startswith("gpu_worker")):
-                    continue
-                raise
+            except ImportError as exc:  # family file absent / optional dependency missing: skip that family
+                IMPORT_ERRORS[mod] = f"{type(exc).__name__}: {exc}"
+                logger.warning("model family %s not available: %s", mod, exc)
         _LOADED = True
 
 
