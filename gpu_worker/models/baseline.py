@@ -42,7 +42,7 @@ class PiggyBaselineConfig(PretrainedConfig):
     def __init__(self, question_encoder="gru", vocab_size=2, word_dim=64, hidden_size=128,
                  image_size=64, cnn_channels=(32, 64, 64), grid_size=8, glimpses=2,
                  fusion_size=256, dropout=0.1, text_embed_dim=384, max_question_length=32, attention_size=64,
-                 stem_stride=1, **kwargs):
+                 stem_stride=2, **kwargs):
         if stem_stride not in (1, 2, 4):
             raise ValueError("stem_stride must be 1, 2 or 4")
         self.stem_stride = stem_stride
@@ -264,7 +264,7 @@ class BaselineAdapter(VQAAdapter):
             tokenizer = build_tokenizer([it["question"] for it in items])
         cfg_kw = dict(question_encoder=kind, image_size=int(params.get("image_size", 64)),
                       cnn_channels=list(params.get("cnn_channels", (32, 64, 64))),
-                      stem_stride=int(params.get("stem_stride", 4)),
+                      stem_stride=int(params.get("stem_stride", 2)),
                       grid_size=int(params.get("grid_size", 8)), hidden_size=int(params.get("hidden_size", 128)),
                       dropout=float(params.get("dropout", 0.1)))
         if src is not None:
@@ -535,7 +535,7 @@ def _minilm_embed(text_encoder, questions, batch_size=256) -> torch.Tensor:
 # Registration
 
 DEFAULT_PARAMS = {
-    "epochs": 12, "learning_rate": 3e-3, "batch_size": 256, "warmup_ratio": 0.05, "weight_decay": 1e-4,
+    "epochs": 10, "learning_rate": 3e-3, "batch_size": 256, "warmup_ratio": 0.05, "weight_decay": 1e-4,
     "val_fraction": 0.1, "patience": 3, "grad_accum_steps": 1, "freeze_encoder": False, "seed": 0,
     "image_size": 64,
 }

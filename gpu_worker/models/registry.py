@@ -42,11 +42,11 @@ PARAM_LIMITS = {
     "max_train_items": {"min": 1, "max": 10_000_000, "type": "int", "optional": True},
 }
 
-# Presets use the same parameter names; they overlay a spec's default_params.
+# Presets use the same parameter names; they overlay a spec's default_params (see resolve_params).
 PRESETS = {
-    "quick": {"epochs": 3, "patience": 1, "val_fraction": 0.1, "max_train_items": 5000},
+    "quick": {"epochs": 4, "patience": 1, "val_fraction": 0.1, "max_train_items": 20000},
     "balanced": {},  # = the model's defaults
-    "thorough": {"epochs": 30, "patience": 5, "val_fraction": 0.1},
+    "thorough": {"epochs": 25, "patience": 5, "val_fraction": 0.1},
 }
 
 _SPECS: dict[str, ModelSpec] = {}
@@ -111,7 +111,12 @@ def resolve_params(key: str, params: dict | None = None, preset: str | None = No
     if preset:
         if preset not in PRESETS:
             raise ValueError(f"Unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-        out.update(PRESETS[preset])
+        for name, value in PRESETS[preset].items():
+            # presets are tuned for the default model; a "quick" preset never trains a family longer
+            # than its own default, a "thorough" one never shorter
+            if name == "epochs" and name in out:
+                value = min(value, out[name]) if preset == "quick" else max(value, out[name])
+            out[name] = value
     out.update({k: v for k, v in (params or {}).items() if v is not None})
     return validate_params(out)
 
