@@ -115,7 +115,7 @@ def test_outsiders_get_404_everywhere(run, owner, other_user, client_for, django
     assert client_for(None).get(body["overlay"]).status_code in (401, 403)
 
 
-@pytest.mark.parametrize("role, can_ask", [("viewer", False), ("editor", True), ("owner", True)])
+@pytest.mark.parametrize("role, can_ask", [("viewer", False), ("editor", True)])
 def test_roles(run, owner, members, client_for, role, can_ask, django_capture_on_commit_callbacks, run_jobs):
     shared = _predict(client_for(owner), run.pk).json()
     client = client_for(members[role])
