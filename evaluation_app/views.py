@@ -60,7 +60,8 @@ def _workspace(request, project, target, *, base_url: str, title: str):
                     prediction = services.predict_uploaded(request.user, project, target, params=params,
                                                            uploaded=form.cleaned_data["image"],
                                                            question=form.cleaned_data["question"])
-                return redirect(f"{base_url}{'&' if '?' in base_url else '?'}tab={mode}&prediction={prediction.pk}")
+                extra = f"&sample={form.cleaned_data['sample']}" if mode == "sample" else ""
+                return redirect(f"{base_url}{'&' if '?' in base_url else '?'}tab={mode}&prediction={prediction.pk}{extra}")
             except ValidationError as exc:
                 form.add_error(None, " ".join(exc.messages))
             except UserFacingError as exc:
@@ -78,7 +79,8 @@ def _workspace(request, project, target, *, base_url: str, title: str):
     context = {
         "project": project, "target": target, "is_run": is_run, "title": title, "base_url": base_url,
         "model": services.model_of(target), "generative": services.is_generative(target), "ready": ready,
-        "can_edit": can_edit, "tab": mode if mode in forms else "sample", "forms": forms, "shown": shown,
+        "can_edit": can_edit, "tab": mode if mode in forms else "sample",
+        "chosen_sample": request.POST.get("s-sample") or request.GET.get("sample", ""), "forms": forms, "shown": shown,
         "samples": services.sample_images(project, target if is_run else None) if ready else [],
         "history": history.select_related("training_run", "model")[:8],
         "evaluations": evaluations.select_related("training_run", "model")[:10],
