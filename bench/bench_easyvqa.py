@@ -72,7 +72,7 @@ def main() -> None:
         ("machine load average before / after", f"{load_before[0]:.1f} / {load_after[0]:.1f}"),
         ("test prediction (top-5 + regions)", f"{len(test_items) / pred_s:,.0f} questions/s"),
         ("**pointing game** (top region inside the shape)", f"**{pg['pointing_game']:.2f} %**"),
-        ("attention mass on the shape's cells", f"{pg['attention_mass_on_object']:.2f} %"),
+        ("attention mass on the shape's cells (share of the 16 strongest cells' score)", f"{pg['attention_mass_on_object']:.2f} %"),
     ]
     md = ["## easy-VQA: default model, default parameters", "", machine_line(), "",
           "| measure | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
