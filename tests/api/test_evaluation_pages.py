@@ -176,3 +176,17 @@ def test_tenancy_and_roles_on_pages(run, owner, other_user, members):
     assert r.status_code == 403
     assert viewer.get(reverse("api-prediction-file", args=[p.pk, "overlay"])).status_code == 200
     assert Prediction.objects.count() == 1
+
+
+def test_zero_shot_model_without_weights_says_so(blip_model, project, owner, client_for):
+    blip_model.source, blip_model.available = "Salesforce/blip-vqa-base", False
+    blip_model.availability_reason = "not in the local Hugging Face cache"
+    blip_model.save()
+    c = login(owner)
+    html = c.get(reverse("evaluation:model", args=[blip_model.pk]) + f"?project={project.pk}").content.decode()
+    assert "not in the local Hugging Face cache" in html and "Get answer" not in html
+    listing = c.get(reverse("evaluation:zero_shot")).content.decode()
+    assert "Weights not on this server" in listing
+    data = {"image": upload("s.png", png_bytes(), "image/png"), "question": "what?"}
+    r = client_for(owner).post(f"/api/v1/models/blip/predict/?project={project.pk}", data, format="multipart")
+    assert r.status_code == 409 and "not on this server" in r.json()["detail"]
