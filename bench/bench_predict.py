@@ -68,10 +68,12 @@ def main() -> None:
 
     rows = []
     for explain in (False, True):
-        t0 = time.perf_counter()
-        batched = predict_batch(adapter, items, root, top_k=5, batch_size=256, explain=explain)
-        rows.append((f"`predict_batch`, batch 256{', + regions' if explain else ''}",
-                     len(items) / (time.perf_counter() - t0)))
+        best = 0.0
+        for _ in range(2):   # best of 2: the first pass also pays for reading the images from disk
+            t0 = time.perf_counter()
+            batched = predict_batch(adapter, items, root, top_k=5, batch_size=256, explain=explain)
+            best = max(best, len(items) / (time.perf_counter() - t0))
+        rows.append((f"`predict_batch`, batch 256{', + regions' if explain else ''}", best))
     single = items[: args.single]
     t0 = time.perf_counter()
     ones = [predict_batch(adapter, [it], root, top_k=5, explain=True)[0] for it in single]

@@ -158,3 +158,14 @@ def test_minilm_variant_round_trip(easy_items, tiny_params, tmp_path):
     again = BaselineAdapter.load(str(tmp_path / "mini"))
     assert again.spec.key == "baseline-minilm"
     assert again.predict(items[:4], root) == ad.predict(items[:4], root)
+
+
+def test_availability_offline_rules(tmp_path):
+    from gpu_worker.models.base import ModelSpec
+    base = dict(family="vilt", task="classify", needs_features=False, can_explain=True, zero_shot=True,
+                finetune_gpu_memory_gb=4.0, description="", adapter_path="x.y:Z")
+    assert availability(ModelSpec(key="a", default_source=str(tmp_path), **base))["available"] is True
+    missing = availability(ModelSpec(key="b", default_source=str(tmp_path / "nope"), **base))
+    assert missing["available"] is False and "does not exist" in missing["reason"]
+    hub = availability(ModelSpec(key="c", default_source="nobody/not-cached-model-xyz", **base))
+    assert hub["available"] is False and "Hugging Face" in hub["reason"]
