@@ -128,6 +128,8 @@ JOB_HEARTBEAT_TIMEOUT = env.int("JOB_HEARTBEAT_TIMEOUT", default=90)
 JOB_HEARTBEAT_INTERVAL = env.float("JOB_HEARTBEAT_INTERVAL", default=10.0)
 # Baseline (CPU) training may run on the default queue when no GPU worker exists.
 CPU_ONLY = env.bool("PIGGYBACK_CPU_ONLY", default=False)
+# GPU memory of the workers (GiB), so the start page can warn before a run that cannot fit; 0 = CPU only.
+GPU_WORKER_MEMORY_GB = env.float("GPU_WORKER_MEMORY_GB", default=0.0)
 
 # --- files ----------------------------------------------------------------------------------------
 MEDIA_ROOT = Path(env("MEDIA_ROOT", default=str(VAR_DIR / "media")))
