@@ -34,6 +34,7 @@ def main() -> None:
     ap.add_argument("--params", default="{}", help="JSON overrides of the default parameters")
     ap.add_argument("--max-images", type=int, default=None, help="train on a subset (quick check)")
     ap.add_argument("--out", default=None, help="results file (default bench/RESULTS.md)")
+    ap.add_argument("--section", default="easyvqa", help="section name in the results file (keeps other runs)")
     args = ap.parse_args()
     overrides = json.loads(args.params)
 
@@ -74,14 +75,14 @@ def main() -> None:
         ("**pointing game** (top region inside the shape)", f"**{pg['pointing_game']:.2f} %**"),
         ("attention mass on the shape's cells (share of the 16 strongest cells' score)", f"{pg['attention_mass_on_object']:.2f} %"),
     ]
-    md = ["## easy-VQA: default model, default parameters", "", machine_line(), "",
+    md = [f"## easy-VQA: default model, default parameters ({result['threads']} torch thread(s))", "", machine_line(), "",
           "| measure | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
     md += ["", "Per-epoch history: " + "; ".join(
         f"{h['epoch']}: loss {h['loss']:.3f}, val {h['val_vqa_accuracy']} % ({h['seconds']:.0f} s)"
         for h in result["history"])]
     text = "\n".join(md)
     print(text)
-    write_section("easyvqa", text, Path(args.out) if args.out else RESULTS)
+    write_section(args.section, text, Path(args.out) if args.out else RESULTS)
 
 
 if __name__ == "__main__":
