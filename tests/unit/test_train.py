@@ -110,6 +110,13 @@ def test_early_stopping_and_bad_params(easy_items, tiny_params, tmp_path):
         train_model("baseline-rnn", items, root, str(tmp_path / "y"), {"learning_rate": -1})
     with pytest.raises(KeyError):
         train_model("no-such-model", items, root, str(tmp_path / "z"), {})
+    with pytest.raises(ValueError, match="preset"):
+        train_model("baseline-rnn", items, root, str(tmp_path / "p"), {"preset": "turbo"})
+    no_epochs = {k: v for k, v in tiny_params.items() if k != "epochs"}
+    quick = train_model("baseline-rnn", items, root, str(tmp_path / "q"), dict(no_epochs, preset="quick"),
+                        device="cpu")
+    assert quick["params"]["epochs"] == 4 and quick["params"]["patience"] == 0   # explicit beats preset
+    assert 1 <= quick["epochs_run"] <= 4
 
 
 def test_no_validation_split_keeps_lowest_loss_epoch(easy_items, tiny_params, tmp_path):
