@@ -52,6 +52,9 @@ class ProjectViewSet(TenantViewSetMixin, viewsets.ModelViewSet):
             self.request.user, serializer.validated_data["name"], serializer.validated_data.get("description", "")
         )
 
+    def perform_destroy(self, instance):
+        project_services.delete_project(instance)
+
     def required_role(self, request):
         if self.action == "members" and request.method == "POST":
             return "owner"

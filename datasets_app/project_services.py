@@ -46,6 +46,21 @@ def _ensure_other_owner(project: Project, user) -> None:
         raise MemberError("A project needs at least one owner; make someone else owner first.")
 
 
+def delete_project(project: Project) -> None:
+    """Delete a project with everything in it, then its stored files (after the commit).
+
+    Training runs go first: they PROTECT their dataset, so a plain ``project.delete()`` of a project that has
+    runs raised ProtectedError (a 500 for the owner) instead of deleting."""
+    from datasets_app.services import delete_prefix
+    from training_app.models import TrainingRun
+
+    pk = project.pk
+    with transaction.atomic():
+        TrainingRun.objects.filter(project=project).delete()
+        project.delete()
+        transaction.on_commit(lambda: delete_prefix(f"projects/{pk}"))
+
+
 @transaction.atomic
 def remove_member(project: Project, membership: Membership) -> None:
     if membership.role == Membership.Role.OWNER:

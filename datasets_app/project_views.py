@@ -98,6 +98,6 @@ def member_remove(request, pk, membership_pk):
 def project_delete(request, pk):
     project = get_project(request.user, pk, "owner")
     name = project.name
-    project.delete()
+    project_services.delete_project(project)
     messages.success(request, f"Project “{name}” and everything in it was deleted.")
     return redirect("projects:list")

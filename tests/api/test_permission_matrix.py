@@ -456,3 +456,18 @@ def test_every_endpoint_is_in_the_matrix(world, client_as):
         path = world.fmt(row.url, "owner").split("?")[0]
         assert resolve(path).view_name == row.covers, (row.id, path)
     assert len(CASES) == len(ALL_ROWS) * len(ROLES)
+
+
+def test_owner_deletes_a_project_with_runs_evaluations_and_history(world, client_as, django_capture_on_commit_callbacks):
+    """Regression: runs PROTECT their dataset, so deleting a project that had runs answered 500 (ProtectedError)."""
+    from datasets_app.models import Dataset
+    from evaluation_app.models import Evaluation, Prediction
+    from training_app.models import TrainingRun
+
+    p = world.ids["p"]
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        r = client_as("owner").delete(f"{V1}/projects/{p}/")
+    assert r.status_code == 204
+    for model in (Dataset, TrainingRun, Evaluation, Prediction):
+        assert not model.objects.filter(project_id=p).exists(), model.__name__
+    assert callbacks, "the project's stored files are removed after the commit"
