@@ -11,3 +11,6 @@ os.environ.setdefault("MEDIA_ROOT", tempfile.mkdtemp(prefix="piggyback-test-medi
 os.environ.setdefault("WORKER_CACHE_DIR", tempfile.mkdtemp(prefix="piggyback-test-cache-"))
 os.environ.setdefault("JOB_HEARTBEAT_INTERVAL", "0.5")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

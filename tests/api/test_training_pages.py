@@ -6,6 +6,8 @@ import json
 import re
 
 import pytest
+
+from gpu_worker.models.registry import PRESETS
 from django.urls import reverse
 
 from piggyback.jobs import RunStatus
@@ -75,7 +77,7 @@ def test_start_lands_on_progress_page_and_runs(web, owner, dataset, run_jobs, dj
     run = TrainingRun.objects.get()
     assert r.status_code == 302 and r.url == reverse("training:detail", args=[run.pk])
     assert run.name == "My first model" and run.params["epochs"] == 2 and run.params["freeze_encoder"] is False
-    assert run.preset == "quick" and run.params["max_train_items"] == 5000
+    assert run.preset == "quick" and run.params["max_train_items"] == PRESETS["quick"]["max_train_items"]
     page = web.get(r.url).content.decode()
     assert "pbPoll" in page and f"/api/v1/training-runs/{run.pk}/" in page and "chart.umd.js" in page
     assert f"/evaluate/runs/{run.pk}/" in page and 'id="run-progress"' in page

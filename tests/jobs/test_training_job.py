@@ -9,6 +9,8 @@ import threading
 import time
 
 import pytest
+
+from gpu_worker.models.registry import PRESETS
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 
@@ -220,7 +222,7 @@ def test_start_rules(owner, project, members, models_synced, settings):
     # Presets overlay the defaults; explicit params win; queue follows CPU_ONLY for baselines.
     settings.CPU_ONLY = True
     run = services.start_run(members["editor"], ds, "baseline-rnn", preset="quick", params={"epochs": 2})
-    assert run.params["epochs"] == 2 and run.params["max_train_items"] == 5000 and run.preset == "quick"
+    assert run.params["epochs"] == 2 and run.params["max_train_items"] == PRESETS["quick"]["max_train_items"] and run.preset == "quick"
     assert services.queue_for(run.model) == "default"
     settings.CPU_ONLY = False
     assert services.queue_for(run.model) == "gpu"
