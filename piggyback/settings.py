@@ -128,6 +128,9 @@ JOB_HEARTBEAT_TIMEOUT = env.int("JOB_HEARTBEAT_TIMEOUT", default=90)
 JOB_HEARTBEAT_INTERVAL = env.float("JOB_HEARTBEAT_INTERVAL", default=10.0)
 # Baseline (CPU) training may run on the default queue when no GPU worker exists.
 CPU_ONLY = env.bool("PIGGYBACK_CPU_ONLY", default=False)
+# Serving: how many loaded models a web process keeps, and on which device it predicts.
+EVAL_MODEL_CACHE_SIZE = env.int("EVAL_MODEL_CACHE_SIZE", default=3)
+EVAL_DEVICE = env("EVAL_DEVICE", default="cpu")
 # GPU memory of the workers (GiB), so the start page can warn before a run that cannot fit; 0 = CPU only.
 GPU_WORKER_MEMORY_GB = env.float("GPU_WORKER_MEMORY_GB", default=0.0)
 
