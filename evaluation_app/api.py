@@ -226,13 +226,19 @@ class PredictionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
 
 
 class PredictionFileView(APIView):
-    """A prediction's stored image, boxes overlay or heat-map (members of its project only)."""
+    """A prediction's stored image, boxes overlay or heat-map: a batch prediction's files for the members of
+    its project, a single / sample prediction's files for the member who asked (404 for everyone else, like
+    ``GET /predictions/{id}/``). An overlay not drawn yet is drawn and stored on this first request."""
 
     @extend_schema(operation_id="predictions_file", responses={(200, "image/png"): OpenApiTypes.BINARY},
                    tags=["evaluation"])
     def get(self, request, pk, which):
         prediction = get_object_or_404(Prediction.objects.for_user(request.user), pk=pk)
-        name = {"image": prediction.image, "overlay": prediction.overlay, "heatmap": prediction.heatmap}.get(which)
+        if not services.can_see_files(request.user, prediction):
+            raise NotFound("No Prediction matches the given query.")
+        if which not in ("image", "overlay", "heatmap"):
+            raise NotFound("This prediction has no such file.")
+        name = services.prediction_file(prediction, which)
         if not name:
             raise NotFound("This prediction has no such file.")
         return serve_file(name, download_name=f"prediction-{prediction.pk}-{which}.png")

@@ -102,6 +102,7 @@ def use_model(folder: str, model_key: str | None = None):
     entry, _ = _entry_for(str(folder), model_key)
     with entry.lock:
         if entry.adapter is None:
+            _limit_torch_threads()
             try:
                 entry.adapter = load_model(str(folder), model_key=model_key, device=getattr(settings, "EVAL_DEVICE", None))
             except UserFacingError:
@@ -111,6 +112,24 @@ def use_model(folder: str, model_key: str | None = None):
                 _forget(entry)
                 raise UserFacingError(f"The model could not be loaded ({type(exc).__name__}: {exc}).") from exc
         yield entry.adapter
+
+
+_THREADS_SET = False
+
+
+def _limit_torch_threads() -> None:
+    """``PIGGYBACK_TORCH_THREADS`` (env or setting): torch's intra-op threads in this process, applied before
+    its first model load. Web processes set 1: several gunicorn workers x threads each running a small model
+    on all cores oversubscribe the CPU (each request waits on the others' thread pools)."""
+    global _THREADS_SET
+    if _THREADS_SET:
+        return
+    _THREADS_SET = True
+    value = os.environ.get("PIGGYBACK_TORCH_THREADS") or getattr(settings, "PIGGYBACK_TORCH_THREADS", "")
+    if str(value).strip().isdigit() and int(value) > 0:
+        import torch
+
+        torch.set_num_threads(int(value))
 
 
 def _forget(entry: _Entry) -> None:

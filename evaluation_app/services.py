@@ -3,9 +3,12 @@ the sample images, and starting a batch evaluation (the only place that enqueues
 from __future__ import annotations
 
 import functools
+import os
 import tempfile
+import threading
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 from django.conf import settings
@@ -127,7 +130,8 @@ def _save_png(project, image: Image.Image) -> str:
 def store_overlay(image, regions, name: str, *, heatmap: bool = False) -> str:
     """Draw one overlay (``image``: path or PIL image) and store it under ``name``.
 
-    With a local storage the PNG is written straight into place; other storages get a temporary file."""
+    With a local storage the PNG is drawn into a temporary file beside its final place and renamed into
+    place (atomic: a concurrent reader sees no file or the whole file); other storages get a copy."""
     from django.core.files.storage import default_storage
     from gpu_worker.explain import draw_overlay
 
@@ -136,7 +140,13 @@ def store_overlay(image, regions, name: str, *, heatmap: bool = False) -> str:
     except NotImplementedError:
         target = None
     if target is not None:
-        draw_overlay(image, regions, str(target), heatmap=heatmap)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        part = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
+        try:
+            draw_overlay(image, regions, str(part), heatmap=heatmap)
+            os.replace(part, target)
+        finally:
+            part.unlink(missing_ok=True)
         return name
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(tmp) / "overlay.png"
@@ -144,11 +154,59 @@ def store_overlay(image, regions, name: str, *, heatmap: bool = False) -> str:
         return save_local(local, name)
 
 
-def draw_overlays(image_path, regions, storage_prefix: str, *, heatmap: bool = True) -> tuple[str, str]:
-    """Draw the boxes overlay (and the heat-map) once and store them; returns their storage names."""
-    boxes = store_overlay(str(image_path), regions, f"{storage_prefix}-boxes.png")
-    heat = store_overlay(str(image_path), regions, f"{storage_prefix}-heatmap.png", heatmap=True) if heatmap else ""
-    return boxes, heat
+def overlay_names(project, kind: str) -> tuple[str, str]:
+    """Storage names the boxes overlay and the heat-map of a new single / sample prediction will have."""
+    stem = f"projects/{project.pk}/overlays/{kind}/{uuid.uuid4().hex}"
+    return f"{stem}-boxes.png", f"{stem}-heatmap.png"
+
+
+def can_see_files(user, prediction) -> bool:
+    """Single and sample predictions are their asker's personal history; batch ones belong to the project
+    (the caller has already limited ``prediction`` to the user's projects)."""
+    return prediction.kind == Prediction.Kind.BATCH or (user.is_authenticated and prediction.user_id == user.pk)
+
+
+def prediction_file(prediction, which: str) -> str:
+    """Storage name of a prediction's ``image`` / ``overlay`` / ``heatmap`` ("" when it has none).
+
+    Overlays of single and sample predictions are drawn lazily: the answer stores only the regions and
+    the names, and the first request for a file draws it from the stored image + regions and stores it;
+    later requests serve the stored file and never draw again."""
+    from django.core.files.storage import default_storage
+
+    name = {"image": prediction.image, "overlay": prediction.overlay, "heatmap": prediction.heatmap}.get(which) or ""
+    if which == "image" or not name or not prediction.regions or default_storage.exists(name):
+        return name
+    if not prediction.image or not default_storage.exists(prediction.image):
+        return name  # the image is gone: serve_file answers 404
+    with _render_lock(name):
+        if not default_storage.exists(name):  # another thread may have drawn it meanwhile
+            store_overlay(str(local_copy(prediction.image)), prediction.regions, name, heatmap=(which == "heatmap"))
+    return name
+
+
+def ensure_overlays(predictions) -> None:
+    """Draw every not-yet-drawn boxes overlay (downloads such as the history ZIP need them all)."""
+    for p in predictions:
+        prediction_file(p, "overlay")
+
+
+_RENDER_LOCKS: dict[str, threading.Lock] = {}
+_RENDER_LOCKS_GUARD = threading.Lock()
+
+
+@contextmanager
+def _render_lock(name: str):
+    """One drawing per file at a time in this process (threads asking for the same new overlay draw it once)."""
+    with _RENDER_LOCKS_GUARD:
+        lock = _RENDER_LOCKS.setdefault(name, threading.Lock())
+    try:
+        with lock:
+            yield
+    finally:
+        with _RENDER_LOCKS_GUARD:
+            if _RENDER_LOCKS.get(name) is lock and not lock.locked():
+                del _RENDER_LOCKS[name]
 
 
 # ------------------------------------------------------------------------------------------ one question
@@ -180,9 +238,8 @@ def predict_one(user, project, target, *, image_name: str, question: str, kind: 
                                explain=can_explain, **gen)[0]
     latency_ms = (time.perf_counter() - started) * 1000
     regions = result.get("regions") or []
-    overlay = heatmap = ""
-    if regions:
-        overlay, heatmap = draw_overlays(local, regions, f"projects/{project.pk}/overlays/{kind}/{uuid.uuid4().hex}")
+    # overlays are drawn on their first request (prediction_file), not here: the answer only runs the model
+    overlay, heatmap = overlay_names(project, kind) if regions else ("", "")
     is_run = isinstance(target, TrainingRun)
     return Prediction.objects.create(
         project=project, kind=kind, user=user,

@@ -168,6 +168,7 @@ def history_zip(request):
     predictions = list(_history_qs(request)[:HISTORY_ZIP_LIMIT])
     if not predictions:
         raise Http404("You have not asked any questions yet.")
+    services.ensure_overlays(predictions)  # overlays are drawn on first view; the ZIP needs them all
     tmp = tempfile.TemporaryFile()
     exports.write_annotated_zip(tmp, predictions, with_originals=True, csv_name="history.csv")
     tmp.seek(0)

@@ -3,11 +3,15 @@ the model cache, tenancy (outsiders 404) and roles (viewers read, cannot predict
 from __future__ import annotations
 
 import io
+import os
+from unittest import mock
 
 import pytest
+from django.core.files.storage import default_storage
 from PIL import Image
 
 from evaluation_app import model_cache
+from evaluation_app.models import Prediction
 from tests.evaluation_helpers import (  # noqa: F401  (fixtures)
     baseline_model,
     batch_files,
@@ -46,11 +50,23 @@ def test_predict_on_a_run(run, owner, client_for):
         x0, y0, x1, y1 = region["box"]
         assert 0 <= x0 < x1 <= 120 and 0 <= y0 < y1 <= 80  # original image pixels
     assert body["kind"] == "single" and body["latency_ms"] > 0
+    # the overlays are drawn on their first request, not while answering
+    row = Prediction.objects.get(pk=body["id"])
+    assert row.overlay and row.heatmap and row.regions
+    assert not default_storage.exists(row.overlay) and not default_storage.exists(row.heatmap)
     overlay = client.get(body["overlay"])
     assert overlay.status_code == 200 and overlay["Content-Type"] == "image/png"
-    assert Image.open(io.BytesIO(_content(overlay))).size[0] >= 120
+    first = _content(overlay)
+    assert Image.open(io.BytesIO(first)).size[0] >= 120
+    assert default_storage.exists(row.overlay) and not default_storage.exists(row.heatmap)
     heat = client.get(body["heatmap"])
-    assert heat.status_code == 200 and _content(heat) != _content(overlay)
+    assert heat.status_code == 200 and _content(heat) != first
+    # later requests serve the stored file and never draw again
+    stamp = os.stat(default_storage.path(row.overlay)).st_mtime_ns
+    with mock.patch("gpu_worker.explain.draw_overlay", side_effect=AssertionError("drawn twice")):
+        again = client.get(body["overlay"])
+    assert again.status_code == 200 and _content(again) == first
+    assert os.stat(default_storage.path(row.overlay)).st_mtime_ns == stamp
     # the second question reuses the cached model
     misses = model_cache.STATS["misses"]
     assert _predict(client, run.pk).status_code == 201
@@ -128,9 +144,23 @@ def test_roles(run, owner, members, client_for, role, can_ask, django_capture_on
         r = client.post("/api/v1/evaluations/", {"project": run.project_id, "training_run": run.pk, "images": images,
                                                  "questions": questions}, format="multipart")
     assert r.status_code == (201 if can_ask else 403)
-    # every member may read the project's files and evaluations
-    assert client.get(shared["overlay"]).status_code == 200
+    # another member's question history stays theirs: not the row, not its files ...
+    assert client.get(f"/api/v1/predictions/{shared['id']}/").status_code == 404
+    for which in ("image", "overlay", "heatmap"):
+        assert client.get(shared[which]).status_code == 404
+    # ... while evaluations and their predictions' files are project data every member may read
+    images, questions, _ = batch_files(1)
+    with django_capture_on_commit_callbacks(execute=True):
+        ev = client_for(owner).post("/api/v1/evaluations/", {"project": run.project_id, "training_run": run.pk,
+                                                             "images": images, "questions": questions},
+                                    format="multipart").json()
+    run_jobs()
+    batch = client.get(f"/api/v1/evaluations/{ev['id']}/predictions/").json()["results"]
+    assert batch and client.get(batch[0]["overlay"]).status_code == 200
+    assert client.get(batch[0]["image"]).status_code == 200
     assert client.get("/api/v1/evaluations/").status_code == 200
+    if can_ask:  # and one's own history files
+        assert client.get(_predict(client, run.pk).json()["overlay"]).status_code == 200
 
 
 def test_history_is_per_user_and_filterable(run, owner, members, client_for):

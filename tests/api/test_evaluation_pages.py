@@ -10,6 +10,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 from django.utils.html import escape
+from PIL import Image
 
 from tests.evaluation_helpers import (  # noqa: F401  (fixtures)
     baseline_model,
@@ -148,6 +149,8 @@ def test_history_page_and_zip(run, owner):
     assert r.status_code == 200 and r["Content-Type"] == "application/zip"
     zf = zipfile.ZipFile(io.BytesIO(b"".join(r.streaming_content)))
     names = zf.namelist()
+    # overlays are drawn lazily; the ZIP draws the missing ones (an overlay is scaled up to >= 256 px, the image is 64)
+    assert Image.open(zf.open("annotated/What color is the shape.png")).size[0] >= 256
     assert "annotated/What color is the shape.png" in names and "annotated/What color is the shape-2.png" in names
     assert sum(n.startswith("images/") for n in names) == 3
     rows = list(csv.DictReader(io.StringIO(zf.read("history.csv").decode("utf-8-sig"))))
@@ -174,7 +177,10 @@ def test_tenancy_and_roles_on_pages(run, owner, other_user, members):
     assert "You are a viewer" in html
     r = viewer.post(url, {"mode": "single", "q-image": upload("s.png", png_bytes(), "image/png"), "q-question": "x"})
     assert r.status_code == 403
-    assert viewer.get(reverse("api-prediction-file", args=[p.pk, "overlay"])).status_code == 200
+    # the owner's question history is personal: other members get 404 for its files too
+    for which in ("image", "overlay", "heatmap"):
+        assert viewer.get(reverse("api-prediction-file", args=[p.pk, which])).status_code == 404
+        assert c.get(reverse("api-prediction-file", args=[p.pk, which])).status_code == 200
     assert Prediction.objects.count() == 1
 
 

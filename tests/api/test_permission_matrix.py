@@ -194,6 +194,10 @@ for _which in ("image", "overlay", "heatmap"):
                         read(API), "GET /api/v1/predictions/{id}/files/{which}/", ctype="image/png"))
 API_ROWS.append(Row("history-pred-overlay", API, "get", f"{V1}/predictions/{{own_pred}}/files/overlay/", read(API),
                     "GET /api/v1/predictions/{id}/files/{which}/", ctype="image/png"))
+# ... and another member's history files answer 404 like the history entry itself (batch files above are project data)
+for _which in ("image", "overlay", "heatmap"):
+    API_ROWS.append(Row(f"history-owners-{_which}", API, "get", f"{V1}/predictions/{{owner_pred}}/files/{_which}/",
+                        exp(API, 404, 404, 200), "GET /api/v1/predictions/{id}/files/{which}/", ctype="image/png"))
 
 PUBLIC_ROWS = [  # no login needed at all
     Row("schema", PAGE, "get", "/api/schema/", {r: 200 for r in ROLES}, "schema"),
