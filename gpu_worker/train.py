@@ -32,6 +32,9 @@ STATE_FILE = "last.pt"
 REPORT_EVERY_S = 1.0
 
 
+
+MIN_STEPS_PER_EPOCH = 40
+
 def set_torch_threads() -> int:
     """CPU threads for torch: ``PIGGYBACK_TORCH_THREADS`` when set, else all usable cores but one
     (min 1, max 16); returns the count.
@@ -189,6 +192,14 @@ def train_model(model_key, items, image_root, out_dir, params: dict, *, source=N
     log(f"data: {len(train_items)} train / {len(val_items)} validation questions, prepared in {prep_s:.1f}s")
 
     adapter.train()
+    # Small data sets: a batch size tuned for 40k questions would leave a handful of steps per epoch
+    # (200 images x 9 questions = 7 steps at 256), and the model would barely move. Shrink the batch
+    # so every epoch has at least MIN_STEPS_PER_EPOCH optimiser steps (deterministic, so resume agrees).
+    if params.get("auto_batch_size", True) and len(train_items) < bs * MIN_STEPS_PER_EPOCH:
+        small_bs = max(8, len(train_items) // MIN_STEPS_PER_EPOCH)
+        if small_bs < bs:
+            log(f"small data set: batch size {bs} -> {small_bs} for at least {MIN_STEPS_PER_EPOCH} steps per epoch")
+            bs = small_bs
     nb = adapter.num_batches(train_enc, bs)
     steps_per_epoch = math.ceil(nb / accum)
     total_steps = steps_per_epoch * epochs
