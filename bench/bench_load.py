@@ -32,7 +32,6 @@ import http.client
 import itertools
 import json
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -347,6 +346,7 @@ def table(res: dict) -> list[str]:
     return lines
 
 
+NOTES_MARK = "<!-- notes: kept when the script rewrites this file -->"
 MIXED = ["predict"] * 4 + ["overlay, first GET (draws it)", "GET /api/v1/projects/", "GET /api/v1/predictions/",
                            "GET /api/v1/datasets/", "project page (session)", "GET /api/v1/projects/"]
 
@@ -393,7 +393,7 @@ def main():
                                   args.concurrency, args.max_seconds)
                 load = os.getloadavg()[0]
                 results.append((spec, attempt, predict, mixed, warm_s, load))
-                for title, res in ((f"predict only", predict), ("mixed", mixed)):
+                for title, res in (("predict only", predict), ("mixed", mixed)):
                     block = [f"### gunicorn {workers} workers x {threads} threads, run {attempt}: {title} "
                              f"({args.concurrency} concurrent, load average {load:.1f})", "", *table(res), ""]
                     print("\n".join(block), flush=True)
@@ -431,7 +431,12 @@ def write_results(args, data, blocks, best) -> None:
     text = "\n".join(head + ["## All runs", ""] + blocks +
                      ["Reproduce: `.venv/bin/python bench/bench_load.py --configs 2x4,3x2,2x2 --requests 1000 "
                       "--concurrency 20` (creates and drops its own database).", ""])
-    Path(args.out).write_text(text)
+    out = Path(args.out)
+    # hand-written reading of the numbers (below the marker) survives a re-run
+    old = out.read_text() if out.exists() else ""
+    if NOTES_MARK in old:
+        text += "\n" + old[old.index(NOTES_MARK):]
+    out.write_text(text)
     print(f"wrote {args.out}")
 
 

@@ -52,7 +52,8 @@ class _PredictBase(APIView):
         try:
             params = services.clamp_params(target, data.validated_data)
             prediction = services.predict_uploaded(request.user, project, target, uploaded=data.validated_data["image"],
-                                                   question=data.validated_data["question"], params=params)
+                                                   question=data.validated_data["question"], params=params,
+                                                   role_checked=True)
         except DjangoValidationError as exc:
             raise ValidationError({"detail": _message(exc)})
         except UserFacingError as exc:

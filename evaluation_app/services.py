@@ -211,15 +211,18 @@ def _render_lock(name: str):
 
 # ------------------------------------------------------------------------------------------ one question
 def predict_one(user, project, target, *, image_name: str, question: str, kind: str, params: dict,
-                image_original_name: str = "", expected_answers=None) -> Prediction:
-    """Answer one question about a stored image with a (cached) model and keep it in the user's history."""
+                image_original_name: str = "", expected_answers=None, checked: bool = False) -> Prediction:
+    """Answer one question about a stored image with a (cached) model and keep it in the user's history.
+
+    ``checked=True``: the caller has just run ``require_editor`` and ``check_target`` (saves a role query)."""
     from gpu_worker.predict import predict_batch
     from gpu_worker.metrics import vqa_score
     from gpu_worker.vqa_normalize import answer_type, question_type
     from training_app.models import TrainingRun
 
-    require_editor(user, project)
-    check_target(target)
+    if not checked:
+        require_editor(user, project)
+        check_target(target)
     question = " ".join((question or "").split())
     if not question:
         raise ValidationError("Type a question about the image.")
@@ -253,12 +256,15 @@ def predict_one(user, project, target, *, image_name: str, question: str, kind: 
     )
 
 
-def predict_uploaded(user, project, target, *, uploaded, question: str, params: dict) -> Prediction:
-    require_editor(user, project)
+def predict_uploaded(user, project, target, *, uploaded, question: str, params: dict,
+                     role_checked: bool = False) -> Prediction:
+    """``role_checked=True``: the caller (the API view) has already required the editor role."""
+    if not role_checked:
+        require_editor(user, project)
     check_target(target)
     name, original = store_image(project, uploaded)
     return predict_one(user, project, target, image_name=name, question=question, kind=Prediction.Kind.SINGLE,
-                       params=params, image_original_name=original)
+                       params=params, image_original_name=original, checked=True)
 
 
 # ------------------------------------------------------------------------------------------ samples
@@ -333,7 +339,8 @@ def predict_sample(user, project, target, *, sample_key: str, question: str, par
         name = _save_png(project, img.convert("RGB"))
     question = " ".join((question or "").split())
     return predict_one(user, project, target, image_name=name, question=question, kind=Prediction.Kind.SAMPLE,
-                       params=params, image_original_name=label, expected_answers=answers.get(question, []))
+                       params=params, image_original_name=label, expected_answers=answers.get(question, []),
+                       checked=True)
 
 
 # ------------------------------------------------------------------------------------------ batch
