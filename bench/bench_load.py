@@ -377,11 +377,14 @@ def main():
     lines_out = []
     results = []
     for spec in args.configs.split(","):
-        workers, threads = (int(x) for x in spec.lower().split("x"))
+        # WORKERSxTHREADS; threads 1 = gunicorn's sync worker (no keep-alive), a "g" suffix forces gthread
+        gthread = spec.lower().endswith("g")
+        workers, threads = (int(x) for x in spec.lower().rstrip("g").split("x"))
         port = free_port()
         web_env = {**env, "PIGGYBACK_TORCH_THREADS": args.torch_threads, "OMP_NUM_THREADS": args.torch_threads}
         web = start([PY, "-m", "gunicorn", "piggyback.wsgi:application", "--bind", f"{HOST}:{port}",
                      "--workers", str(workers), "--threads", str(threads), "--timeout", "120",
+                     *(["--worker-class", "gthread"] if gthread else []),
                      "--keep-alive", "5", "--log-level", "warning"], web_env, work / f"gunicorn-{spec}.log")
         try:
             wait_healthy(port, web)
@@ -394,7 +397,8 @@ def main():
                 load = os.getloadavg()[0]
                 results.append((spec, attempt, predict, mixed, warm_s, load))
                 for title, res in (("predict only", predict), ("mixed", mixed)):
-                    block = [f"### gunicorn {workers} workers x {threads} threads, run {attempt}: {title} "
+                    kind = "gthread" if gthread or threads > 1 else "sync"
+                    block = [f"### gunicorn {workers} workers x {threads} threads ({kind}), run {attempt}: {title} "
                              f"({args.concurrency} concurrent, load average {load:.1f})", "", *table(res), ""]
                     print("\n".join(block), flush=True)
                     lines_out += block
@@ -425,7 +429,7 @@ def write_results(args, data, blocks, best) -> None:
     ]
     if best:
         spec, attempt, predict, mixed, warm_s, load = best
-        head += [f"## Best configuration: gunicorn {spec.replace('x', ' workers x ')} threads (run {attempt})", "",
+        head += [f"## Best configuration: gunicorn `{spec}` (workers x threads; run {attempt})", "",
                  "Predict only:", "", *table(predict), "", "Mixed (predict + lists + first overlay GET):", "",
                  *table(mixed), ""]
     text = "\n".join(head + ["## All runs", ""] + blocks +

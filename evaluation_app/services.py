@@ -119,10 +119,23 @@ def store_image(project, uploaded, original_name: str = "") -> tuple[str, str]:
 
 
 def _save_png(project, image: Image.Image) -> str:
-    with tempfile.NamedTemporaryFile(suffix=".png", delete=False) as tmp:
-        image.save(tmp, format="PNG")
+    """Encode once (fast PNG compression: the answer waits for it) straight into a local storage; other
+    storages get a temporary file copied in."""
+    from django.core.files.storage import default_storage
+
+    name = f"projects/{project.pk}/predictions/images/{uuid.uuid4().hex}.png"
     try:
-        return save_local(tmp.name, f"projects/{project.pk}/predictions/images/{uuid.uuid4().hex}.png")
+        target = Path(default_storage.path(name))
+    except NotImplementedError:
+        target = None
+    if target is not None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        image.save(target, format="PNG", compress_level=1)
+        return name
+    with tempfile.NamedTemporaryFile(suffix=".png", delete=False) as tmp:
+        image.save(tmp, format="PNG", compress_level=1)
+    try:
+        return save_local(tmp.name, name)
     finally:
         Path(tmp.name).unlink(missing_ok=True)
 
