@@ -117,12 +117,15 @@ class TrainingRunViewSet(TenantViewSetMixin, mixins.ListModelMixin, mixins.Retri
 
     @extend_schema(summary="Download the fine-tuned model (from_pretrained folder) + metrics.json + train.log as a ZIP",
                    responses={(200, "application/zip"): OpenApiTypes.BINARY,
-                              409: OpenApiResponse(description="run not finished")})
+                              409: OpenApiResponse(description="run not finished"),
+                              507: OpenApiResponse(description="not enough disk space to build the ZIP")})
     @action(detail=True, methods=["get"])
     def export(self, request, pk=None):
         run = self.get_object()
         try:
             name = services.export_zip(run)
+        except services.StorageFull as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_507_INSUFFICIENT_STORAGE)
         except services.TrainingError as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         return files.serve_file(name, download_name=f"piggyback-run-{run.pk}-{run.model.key}.zip", as_attachment=True)

@@ -59,6 +59,13 @@ class TrainingError(ValueError):
         self.errors = errors or {}
 
 
+class StorageFull(TrainingError):
+    """The disk (or quota) ran out while writing a file; nothing already stored was touched."""
+
+
+NO_SPACE_ERRNOS = {28, 27, 122}  # ENOSPC, EFBIG (file-size quota), EDQUOT
+
+
 def _registry():
     from gpu_worker.models import registry
 
@@ -345,6 +352,24 @@ def export_zip(run: TrainingRun) -> str:
     tmp_dir = Path(settings.WORKER_CACHE_DIR) / "exports"
     tmp_dir.mkdir(parents=True, exist_ok=True)
     tmp = tmp_dir / f"run-{run.pk}-{os.getpid()}.zip"
+    try:
+        _write_export(run, root, model_dir, tmp)
+        files.save_local(tmp, name)
+    except OSError as exc:
+        if default_storage.exists(name):  # never leave a truncated export behind
+            default_storage.delete(name)
+        if exc.errno in NO_SPACE_ERRNOS:
+            raise StorageFull(
+                "There is not enough disk space to build the export ZIP. The fine-tuned model itself is safe; "
+                "free some space (or ask an administrator to) and download it again."
+            ) from exc
+        raise
+    finally:
+        tmp.unlink(missing_ok=True)
+    return name
+
+
+def _write_export(run: TrainingRun, root: Path, model_dir: Path, tmp: Path) -> None:
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for path in sorted(model_dir.rglob("*")):
             if path.is_file():
@@ -355,8 +380,3 @@ def export_zip(run: TrainingRun) -> str:
         acc = "n/a" if run.vqa_accuracy is None else f"{run.vqa_accuracy:.2f} %"
         zf.writestr("README.txt", EXPORT_README.format(name=run.name, model=run.model.key, family=run.model.family,
                                                        task=run.model.task, acc=acc))
-    try:
-        files.save_local(tmp, name)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return name
