@@ -11,4 +11,4 @@ COPY . .
 RUN DJANGO_ENV=development REDIS_URL=redis://unused:6379/0 DATABASE_URL=sqlite:////tmp/build.sqlite3 \
     python manage.py collectstatic --noinput
 EXPOSE 8000
-CMD ["gunicorn", "piggyback.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3", "--threads", "4", "--timeout", "120"]
+CMD ["sh", "-c", "gunicorn piggyback.wsgi:application --bind 0.0.0.0:8000 --workers ${WEB_CONCURRENCY:-4} --threads 1 --timeout 120"]

@@ -38,12 +38,15 @@ class Command(BaseCommand):
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "REDIS_URL": settings.REDIS_URL}
         py = sys.executable
         manage = str(settings.BASE_DIR / "manage.py")
+        # 4 sync workers x 1 thread, one torch thread each: the fastest and tightest-tailed setup measured
+        # for single predictions on 2 cores (bench/RESULTS-load.md).
+        web_env = {**env, "PIGGYBACK_TORCH_THREADS": os.environ.get("PIGGYBACK_TORCH_THREADS", "1")}
         procs = [
             subprocess.Popen(
                 [py, "-m", "gunicorn", "piggyback.wsgi:application", "--bind", f"{host}:{port}",
-                 "--workers", "2", "--threads", "4", "--timeout", "120", "--access-logfile", "-",
-                 "--chdir", str(settings.BASE_DIR)],
-                env=env,
+                 "--workers", os.environ.get("WEB_CONCURRENCY", "4"), "--threads", "1", "--timeout", "120",
+                 "--access-logfile", "-", "--chdir", str(settings.BASE_DIR)],
+                env=web_env,
             )
         ]
         for _ in range(workers):
