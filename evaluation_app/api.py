@@ -169,6 +169,22 @@ class EvaluationViewSet(TenantViewSetMixin, mixins.ListModelMixin, mixins.Retrie
         return Response(EvaluationSerializer(evaluation, context={"request": request}).data)
 
 
+    @extend_schema(request=None, responses={202: EvaluationSerializer,
+                                            409: OpenApiResponse(description="not failed or cancelled")},
+                   tags=["evaluation"])
+    @action(detail=True, methods=["post"])
+    def retry(self, request, pk=None):
+        """Run a failed or cancelled evaluation again (its uploaded files are kept)."""
+        evaluation = self.get_object()
+        try:
+            services.retry_evaluation(request.user, evaluation)
+        except DjangoValidationError as exc:
+            return Response({"detail": " ".join(exc.messages)}, status=status.HTTP_409_CONFLICT)
+        evaluation.refresh_from_db()
+        return Response(EvaluationSerializer(evaluation, context={"request": request}).data,
+                        status=status.HTTP_202_ACCEPTED)
+
+
 class _EvaluationFileView(APIView):
     filename = ""
 

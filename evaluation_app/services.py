@@ -388,6 +388,21 @@ def create_evaluation(user, project, target, *, images_file, questions_file, par
     return evaluation
 
 
+def retry_evaluation(user, evaluation: Evaluation) -> str:
+    """Queue a failed or cancelled evaluation again with the files it already stored.
+
+    The job replaces any predictions of an earlier attempt in one transaction, so nothing is doubled.
+    """
+    from evaluation_app.jobs import batch_eval_job
+
+    require_editor(user, evaluation.project)
+    evaluation.refresh_from_db()
+    if evaluation.status not in ("failed", "cancelled"):
+        raise ValidationError("Only a failed or cancelled evaluation can be retried.")
+    check_target(evaluation.training_run or evaluation.model)
+    return enqueue(evaluation, batch_eval_job)
+
+
 def _questions_name(f) -> str:
     ext = Path(getattr(f, "name", "") or "").suffix.lower()
     return "questions" + (ext if ext in (".csv", ".tsv", ".txt", ".json", ".jsonl") else ".csv")

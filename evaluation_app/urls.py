@@ -9,6 +9,7 @@ urlpatterns = [
     path("models/<int:model_pk>/", views.model_page, name="model"),
     path("evaluations/<int:pk>/", views.evaluation_page, name="evaluation"),
     path("evaluations/<int:pk>/cancel/", views.evaluation_cancel, name="evaluation_cancel"),
+    path("evaluations/<int:pk>/retry/", views.evaluation_retry, name="evaluation_retry"),
     path("history/", views.history_page, name="history"),
     path("history/download.zip", views.history_zip, name="history_zip"),
     path("samples/<str:key>.png", views.sample_image, name="sample_image"),

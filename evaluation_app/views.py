@@ -14,6 +14,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from datasets_app.models import Project
+from piggyback.tenancy import has_role
 from datasets_app.project_views import get_project
 from evaluation_app import exports, services
 from evaluation_app.api import filter_predictions
@@ -122,6 +123,7 @@ def evaluation_page(request, pk):
     query.pop("page", None)
     return render(request, "evaluation_app/evaluation.html", {
         "evaluation": evaluation, "project": evaluation.project, "page": page, "metrics": metrics,
+        "can_edit": has_role(request.user, evaluation.project, "editor"),
         "per_answer_type": sorted((metrics.get("per_answer_type") or {}).items()),
         "per_question_type": sorted((metrics.get("per_question_type") or {}).items(), key=lambda kv: kv[1]),
         "q": request.GET.get("q", ""), "wrong": request.GET.get("wrong") == "1", "query": query.urlencode(),
@@ -139,6 +141,18 @@ def evaluation_cancel(request, pk):
     services.require_editor(request.user, evaluation.project)
     if cancel(evaluation):
         messages.info(request, "The evaluation will stop after its current step.")
+    return redirect("evaluation:evaluation", pk=evaluation.pk)
+
+
+@login_required
+@require_POST
+def evaluation_retry(request, pk):
+    evaluation = get_object_or_404(Evaluation.objects.for_user(request.user).select_related("project"), pk=pk)
+    try:
+        services.retry_evaluation(request.user, evaluation)
+        messages.success(request, "The evaluation was queued again with the files you uploaded.")
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
     return redirect("evaluation:evaluation", pk=evaluation.pk)
 
 

@@ -9,7 +9,7 @@ superuser who is in no project. P holds every kind of object with real stored fi
 * ``run``: a succeeded TrainingRun whose ``model/`` folder is a tiny baseline trained once here;
   ``run_failed`` (resume target), ``run_queued`` (cancel target);
 * ``ev``: a succeeded Evaluation with predictions.csv, annotated.zip and two batch predictions with their
-  image / boxes overlay / heat-map; ``ev_queued`` (cancel target);
+  image / boxes overlay / heat-map; ``ev_queued`` (cancel target); ``ev_failed`` (retry target);
 * one history Prediction (kind single, with files) per member role;
 * a zero-shot PretrainedModel whose ``source`` is the trained folder (so zero-shot predictions really answer).
 """
@@ -192,6 +192,9 @@ def build_world(model_dir: Path) -> World:
              for i in (1, 2)]
     ev_queued = Evaluation.objects.create(project=p, training_run=run, name="Queued evaluation", status="queued",
                                           created_by=owner, images_file="", questions_file="")
+    ev_failed = Evaluation.objects.create(project=p, training_run=run, name="Failed evaluation", status="failed",
+                                          error="The worker stopped.", created_by=owner, images_file="",
+                                          questions_file="")
     for role in MEMBER_ROLES:
         w.own_prediction[role] = _prediction(p, user=w.users[role], kind="single", run=run, tag=f"hist-{role}").pk
 
@@ -200,7 +203,7 @@ def build_world(model_dir: Path) -> World:
     w.ids = dict(
         p=p.pk, q=q.pk, ds=ds.pk, ds_spare=ds_spare.pk, ds_failed=ds_failed.pk, ds_queued=ds_queued.pk,
         item=ds.items.first().pk, run=run.pk, run_failed=run_failed.pk, run_queued=run_queued.pk,
-        ev=ev.pk, ev_queued=ev_queued.pk, batch_pred=batch[0].pk, owner_pred=w.own_prediction["owner"],
+        ev=ev.pk, ev_queued=ev_queued.pk, ev_failed=ev_failed.pk, batch_pred=batch[0].pk, owner_pred=w.own_prediction["owner"],
         zs_key=zs.key, zs=zs.pk, baseline_key=baseline.key, m_viewer=m[w.users["viewer"].pk],
         newbie=w.users["newbie"].username, owner_name=owner.username,
     )

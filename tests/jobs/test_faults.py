@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from datasets_app.models import Dataset, DatasetItem
 from piggyback import jobs
+from tests.evaluation_helpers import baseline_model, make_run, trained_baseline_dir  # noqa: F401
 from tests.jobs import job_bodies
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,7 +88,7 @@ def test_worker_killed_mid_cleaning_then_retry(project, owner, settings, redis_c
     try:
         assert wait_for(lambda: Dataset.objects.filter(pk=ds.pk, status="running").exists(), 60)
         time.sleep(0.3)
-        kill_group(worker)
+        _kill_worker_and_horses(worker)
     finally:
         if worker.poll() is None:
             kill_group(worker)
@@ -181,3 +182,58 @@ def _ping(url):
         return redis_lib.Redis.from_url(url, socket_timeout=0.3).ping()
     except Exception:
         return False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_worker_killed_mid_batch_evaluation_then_retry(project, owner, settings, redis_conn, tmp_path, make_run):
+    """SIGKILL a real worker half-way through a batch evaluation: failed by heartbeat, no half-stored
+    predictions, and a retry with the same stored files answers every question exactly once."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from evaluation_app import services as eval_services
+    from evaluation_app.models import Evaluation, Prediction
+    from gpu_worker.sample_data import easy_vqa_files
+
+    run = make_run(project, user=owner)
+    files = easy_vqa_files("test", tmp_path, max_images=400)
+    with open(files["zip"], "rb") as z, open(files["csv"], "rb") as c:
+        ev = eval_services.create_evaluation(owner, project, run, images_file=SimpleUploadedFile("t.zip", z.read()),
+                                             questions_file=SimpleUploadedFile("t.csv", c.read()))
+    worker = start_worker(settings, settings.REDIS_URL, ("gpu",), "kill-eval")
+    try:
+        assert wait_for(lambda: Evaluation.objects.filter(pk=ev.pk, status="running", progress__gt=0.1).exists(), 120)
+        _kill_worker_and_horses(worker)
+    finally:
+        if worker.poll() is None:
+            kill_group(worker)
+    ev.refresh_from_db()
+    assert ev.status == "running" and Prediction.objects.filter(evaluation=ev).count() == 0
+    Evaluation.objects.filter(pk=ev.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=5))
+    jobs.reconcile(heartbeat_timeout=60)
+    ev.refresh_from_db()
+    assert ev.status == "failed" and "stopped responding" in ev.error
+    eval_services.retry_evaluation(owner, ev)
+    worker = start_worker(settings, settings.REDIS_URL, ("gpu",), "retry-eval")
+    try:
+        assert wait_for(lambda: Evaluation.objects.get(pk=ev.pk).is_final, 240)
+    finally:
+        kill_group(worker)
+    ev.refresh_from_db()
+    assert ev.status == "succeeded", ev.error
+    n = sum(1 for _ in open(files["csv"], encoding="utf-8-sig")) - 1
+    assert Prediction.objects.filter(evaluation=ev).count() == n == ev.metrics["count"]
+    assert ev.attempts == 2
+
+
+def _kill_worker_and_horses(worker):
+    """rq runs each job in a forked work-horse with its own process group: kill the worker and them."""
+    import psutil
+
+    horses = psutil.Process(worker.pid).children(recursive=True)
+    os.killpg(worker.pid, signal.SIGKILL)
+    for child in horses:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+    worker.wait(timeout=10)
