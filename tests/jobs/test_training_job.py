@@ -17,7 +17,7 @@ from django.core.files.storage import default_storage
 from piggyback.jobs import RunStatus
 
 TINY = {"epochs": 2, "batch_size": 8, "val_fraction": 0.2, "patience": 0}
-SLOW = {"epochs": 12, "batch_size": 2, "val_fraction": 0.2, "patience": 0}
+SLOW = {"epochs": 40, "batch_size": 2, "val_fraction": 0.2, "patience": 0}
 
 
 def make_easyvqa_dataset(project, user, *, max_images=5, with_answers=True, name="easy-VQA shapes"):
