@@ -18,6 +18,15 @@ def test_openapi_schema_and_swagger(client):
     assert "/api/v1/projects/" in schema["paths"] and "/api/v1/auth/token/" in schema["paths"]
     r = client.get("/api/docs/")
     assert r.status_code == 200 and b"swagger" in r.content.lower()
+    # Every asset is served by the platform itself (offline hospital/school networks): no CDN.
+    assert b"cdn." not in r.content and b"jsdelivr" not in r.content and b"unpkg" not in r.content
+    assert b"/static/drf_spectacular_sidecar/" in r.content
+
+
+@pytest.mark.parametrize("url", ["/accounts/login/", "/accounts/signup/"])
+def test_pages_reference_no_external_assets(client, url):
+    body = client.get(url).content
+    assert b"https://" not in body and b"http://" not in body.replace(b"http://testserver", b"")
 
 
 def test_signup_login_logout_flow(client, django_user_model):
