@@ -10,6 +10,11 @@ from piggyback.api import TokenView
 from piggyback.health import healthz
 
 
+admin.site.site_header = "PiggyBack administration"
+admin.site.site_title = "PiggyBack admin"
+admin.site.index_title = "Projects, datasets, models, runs and evaluations"
+
+
 def home(request):
     return redirect("projects:list" if request.user.is_authenticated else "account_login")
 
