@@ -11,7 +11,6 @@ import tempfile
 from pathlib import Path
 
 from django.conf import settings
-from django.core.files.storage import default_storage
 from django.db import transaction
 
 from datasets_app import charts
@@ -44,9 +43,8 @@ def _store_images(local_root: Path, names: set, prefix: str) -> None:
     for path in local_root.iterdir():
         if path.name not in names:
             path.unlink()
-    try:
-        dest = Path(default_storage.path(prefix))
-    except NotImplementedError:
+    dest = files.storage_path(prefix)
+    if dest is None:
         files.save_tree(local_root, prefix)
         return
     if dest.exists():

@@ -209,10 +209,7 @@ def delete_stored_files(dataset: Dataset) -> None:
 
 
 def delete_prefix(prefix: str) -> None:
-    try:
-        root = Path(default_storage.path(prefix))
-    except NotImplementedError:
-        root = None
+    root = files.storage_path(prefix)
     if root is not None:
         shutil.rmtree(root, ignore_errors=True)
         return

@@ -19,7 +19,7 @@ from PIL import Image, UnidentifiedImageError
 from evaluation_app import model_cache
 from evaluation_app.models import Evaluation, Prediction
 from gpu_worker import UserFacingError
-from piggyback.files import local_copy, save_local
+from piggyback.files import local_copy, save_local, storage_path
 from piggyback.jobs import enqueue
 from piggyback.tenancy import has_role, role_of
 
@@ -121,13 +121,9 @@ def store_image(project, uploaded, original_name: str = "") -> tuple[str, str]:
 def _save_png(project, image: Image.Image) -> str:
     """Encode once (fast PNG compression: the answer waits for it) straight into a local storage; other
     storages get a temporary file copied in."""
-    from django.core.files.storage import default_storage
 
     name = f"projects/{project.pk}/predictions/images/{uuid.uuid4().hex}.png"
-    try:
-        target = Path(default_storage.path(name))
-    except NotImplementedError:
-        target = None
+    target = storage_path(name)
     if target is not None:
         target.parent.mkdir(parents=True, exist_ok=True)
         image.save(target, format="PNG", compress_level=1)
@@ -145,13 +141,9 @@ def store_overlay(image, regions, name: str, *, heatmap: bool = False) -> str:
 
     With a local storage the PNG is drawn into a temporary file beside its final place and renamed into
     place (atomic: a concurrent reader sees no file or the whole file); other storages get a copy."""
-    from django.core.files.storage import default_storage
     from gpu_worker.explain import draw_overlay
 
-    try:
-        target = Path(default_storage.path(name))
-    except NotImplementedError:
-        target = None
+    target = storage_path(name)
     if target is not None:
         target.parent.mkdir(parents=True, exist_ok=True)
         part = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")

@@ -17,12 +17,23 @@ from django.core.files.storage import default_storage
 from django.http import FileResponse, Http404
 
 
-def local_copy(name: str) -> Path:
-    """A local path for a stored file (cached under WORKER_CACHE_DIR for remote storages)."""
+def storage_path(name: str) -> Path | None:
+    """The file's path on this machine when the storage is a local folder, else None (e.g. S3)."""
     try:
         return Path(default_storage.path(name))
     except NotImplementedError:
-        pass
+        return None
+
+
+def is_local_storage() -> bool:
+    return storage_path("") is not None
+
+
+def local_copy(name: str) -> Path:
+    """A local path for a stored file (cached under WORKER_CACHE_DIR for remote storages)."""
+    path = storage_path(name)
+    if path is not None:
+        return path
     digest = hashlib.sha256(name.encode()).hexdigest()[:24]
     target = Path(settings.WORKER_CACHE_DIR) / "files" / digest / Path(name).name
     if not target.exists():
@@ -36,10 +47,9 @@ def local_copy(name: str) -> Path:
 
 def local_dir(prefix: str) -> Path:
     """A local folder for a storage prefix (materialised from a remote store when needed)."""
-    try:
-        return Path(default_storage.path(prefix))
-    except NotImplementedError:
-        pass
+    path = storage_path(prefix)
+    if path is not None:
+        return path
     digest = hashlib.sha256(prefix.encode()).hexdigest()[:24]
     target = Path(settings.WORKER_CACHE_DIR) / "dirs" / digest
     _materialise(prefix.rstrip("/"), target)
@@ -61,12 +71,9 @@ def _materialise(prefix: str, target: Path) -> None:
 def save_local(local_path: Path | str, name: str) -> str:
     """Store a local file under exactly ``name`` (replacing it); returns the stored name."""
     local_path = Path(local_path)
-    try:
-        dest = Path(default_storage.path(name))
-        if dest.resolve() == local_path.resolve():
-            return name
-    except NotImplementedError:
-        pass
+    dest = storage_path(name)
+    if dest is not None and dest.resolve() == local_path.resolve():
+        return name
     if default_storage.exists(name):
         default_storage.delete(name)
     with open(local_path, "rb") as fh:

@@ -11,9 +11,9 @@ import re
 import time
 from pathlib import Path
 
-from django.core.files.storage import default_storage
 from django.utils import timezone
 
+from datasets_app.services import training_items
 from piggyback import files
 from piggyback.jobs import background_job
 from training_app.models import TrainingRun
@@ -21,34 +21,6 @@ from training_app.models import TrainingRun
 LOG_TAIL_LINES = 200
 MAX_LOSS_POINTS = 400
 _STAGE = re.compile(r"Epoch (\d+)/(\d+)(?: · step (\d+)/(\d+))?")
-
-
-def training_items(dataset):
-    """(items, image_root): the datasets app's helper when present, else the same from the rows."""
-    try:
-        from datasets_app.services import training_items as datasets_training_items
-    except ImportError:
-        datasets_training_items = None
-    if datasets_training_items is not None:
-        return datasets_training_items(dataset, labelled_only=True)
-    return _items_from_rows(dataset)
-
-
-def _items_from_rows(dataset):
-    import os
-
-    rows = list(dataset.items.exclude(answers=[]).order_by("row", "pk").values(
-        "pk", "image", "question", "answers", "answer_type", "question_type", "row"))
-    if not rows:
-        return [], files.local_dir(f"projects/{dataset.project_id}/datasets/{dataset.pk}/images")
-    prefix = os.path.commonpath([os.path.dirname(r["image"]) or "." for r in rows])
-    root = files.local_dir(prefix) if prefix and prefix != "." else Path(default_storage.path(""))
-    items = []
-    for r in rows:
-        rel = os.path.relpath(r["image"], prefix) if prefix and prefix != "." else r["image"]
-        items.append({"id": r["pk"], "image": rel, "question": r["question"], "answers": list(r["answers"]),
-                      "answer_type": r["answer_type"], "question_type": r["question_type"], "row": r["row"]})
-    return items, root
 
 
 class LiveMetrics:
@@ -128,14 +100,6 @@ def _log_tail(out_dir: Path) -> str:
     return "\n".join(lines[-LOG_TAIL_LINES:])
 
 
-def _is_local_storage() -> bool:
-    try:
-        default_storage.path("")
-        return True
-    except NotImplementedError:
-        return False
-
-
 @background_job("training_app.TrainingRun")
 def train_job(run: TrainingRun, reporter, resume: bool = False):
     import torch
@@ -154,7 +118,7 @@ def train_job(run: TrainingRun, reporter, resume: bool = False):
     run._update(device=label[:60], output_dir=prefix)
     reporter(0.0, "Reading the dataset", force=True)
     try:
-        items, image_root = training_items(run.dataset)
+        items, image_root = training_items(run.dataset, labelled_only=True)
     except ValueError as exc:  # the datasets app's readable errors (e.g. the dataset is not ready)
         raise UserFacingError(str(exc)) from exc
     if len(items) < 2:
@@ -174,7 +138,7 @@ def train_job(run: TrainingRun, reporter, resume: bool = False):
     finally:
         live.flush()
         run._update(log=_log_tail(out_dir))
-        if not _is_local_storage():
+        if not files.is_local_storage():
             files.save_tree(out_dir, prefix)
     m = live.data
     m.update({
