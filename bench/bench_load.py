@@ -353,7 +353,7 @@ MIXED = ["predict"] * 4 + ["overlay, first GET (draws it)", "GET /api/v1/project
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--configs", default="2x4", help="gunicorn WORKERSxTHREADS, comma separated (each measured)")
+    ap.add_argument("--configs", default="4x1", help="gunicorn WORKERSxTHREADS, comma separated (each measured)")
     ap.add_argument("--requests", type=int, default=1000, help="requests per phase")
     ap.add_argument("--concurrency", type=int, default=20)
     ap.add_argument("--max-seconds", type=float, default=180, help="time bound of each phase")
