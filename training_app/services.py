@@ -117,34 +117,6 @@ def param_limits(model: PretrainedModel) -> dict:
     return limits
 
 
-def _check_one(name: str, value, lim: dict):
-    """Coerce and range-check one value (the registry's rules, also for the extra limits)."""
-    kind = lim.get("type")
-    if kind == "str":
-        return str(value)[:200]
-    if kind == "bool":
-        if isinstance(value, str):
-            if value.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
-                raise ValueError(f"must be true or false, got {value!r}")
-            return value.lower() in ("true", "1", "yes", "on")
-        return bool(value)
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        num = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"must be a number, got {value!r}") from None
-    if num != num or num in (float("inf"), float("-inf")):
-        raise ValueError(f"must be a finite number, got {value!r}")
-    if kind == "int":
-        if num != int(num):
-            raise ValueError(f"must be a whole number, got {value!r}")
-        num = int(num)
-    if num < lim["min"] or num > lim["max"]:
-        raise ValueError(f"got {value!r}")
-    return num
-
-
 def resolve_params(model: PretrainedModel, params: dict | None = None, preset: str | None = None) -> tuple[dict, dict]:
     """(params, errors): the model's defaults, overlaid by the preset, then by explicit params; every value
     checked against its limits. ``errors`` maps each bad field to a readable message."""
@@ -172,11 +144,11 @@ def resolve_params(model: PretrainedModel, params: dict | None = None, preset: s
         if name not in limits or name in errors:
             continue
         try:
-            out[name] = _check_one(name, out[name], limits[name])
+            out[name] = _registry().coerce_param(out[name], limits[name])
         except ValueError as exc:
             lim = limits[name]
             label = PARAM_LABELS.get(name, (name,))[0]
-            if "min" in lim and str(exc).startswith("got"):
+            if isinstance(exc, _registry().OutOfRange):
                 errors[name] = f"{label} must be between {lim['min']:g} and {lim['max']:g} ({exc})."
             elif "min" in lim:
                 errors[name] = f"{label} {exc} (allowed: {lim['min']:g} to {lim['max']:g})."

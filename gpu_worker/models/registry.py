@@ -121,6 +121,42 @@ def resolve_params(key: str, params: dict | None = None, preset: str | None = No
     return validate_params(out)
 
 
+class OutOfRange(ValueError):
+    """A parameter value outside its [min, max]; the message is ``got <value>``."""
+
+
+def coerce_param(value, lim: dict):
+    """Coerce one parameter value by its limits (``type`` bool/int/float/str, ``min``/``max``).
+
+    Raises ValueError with a short reason ("must be a number, got 'x'"), or OutOfRange ("got 0").
+    The one checker behind :func:`validate_params` and the platform's start form.
+    """
+    kind = lim.get("type")
+    if kind == "str":
+        return str(value)[:200]
+    if kind == "bool":
+        if isinstance(value, str):
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+                raise ValueError(f"must be true or false, got {value!r}")
+            return value.lower() in ("true", "1", "yes", "on")
+        return bool(value)
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        num = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"must be a number, got {value!r}") from None
+    if num != num or num in (float("inf"), float("-inf")):
+        raise ValueError(f"must be a finite number, got {value!r}")
+    if kind == "int":
+        if num != int(num):
+            raise ValueError(f"must be a whole number, got {value!r}")
+        num = int(num)
+    if num < lim["min"] or num > lim["max"]:
+        raise OutOfRange(f"got {value!r}")
+    return num
+
+
 def validate_params(params: dict) -> dict:
     """Check the generic training parameters against PARAM_LIMITS; unknown keys pass through.
 
@@ -135,29 +171,12 @@ def validate_params(params: dict) -> dict:
             if lim.get("optional"):
                 continue
             raise ValueError(f"Parameter {name!r} must not be empty")
-        kind = lim["type"]
-        if kind == "bool":
-            if isinstance(value, str):
-                if value.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
-                    raise ValueError(f"Parameter {name!r} must be true or false, got {value!r}")
-                value = value.lower() in ("true", "1", "yes", "on")
-            out[name] = bool(value)
-            continue
         try:
-            if isinstance(value, bool):
-                raise TypeError
-            num = float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"Parameter {name!r} must be a number, got {value!r}") from None
-        if num != num:
-            raise ValueError(f"Parameter {name!r} must be a number, got NaN")
-        if kind == "int":
-            if num != int(num):
-                raise ValueError(f"Parameter {name!r} must be a whole number, got {value!r}")
-            num = int(num)
-        if num < lim["min"] or num > lim["max"]:
-            raise ValueError(f"Parameter {name!r} must be between {lim['min']} and {lim['max']}, got {value!r}")
-        out[name] = num
+            out[name] = coerce_param(value, lim)
+        except OutOfRange:
+            raise ValueError(f"Parameter {name!r} must be between {lim['min']} and {lim['max']}, got {value!r}") from None
+        except ValueError as exc:
+            raise ValueError(f"Parameter {name!r} {exc}") from None
     return out
 
 
