@@ -6,11 +6,11 @@ user would: jobs queued by a page, run by a worker, progress polled by the page.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.workers import start_worker, stop_worker
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,40 +66,12 @@ def shot():
     return _shot
 
 
-def _db_url() -> str:
-    from django.conf import settings
-
-    db = settings.DATABASES["default"]
-    user = db.get("USER") or "postgres"
-    host = db.get("HOST") or "127.0.0.1"
-    port = db.get("PORT") or 5432
-    pw = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
-    return f"postgres://{user}{pw}@{host}:{port}/{db['NAME']}"
-
-
 @pytest.fixture
-def live_worker(transactional_db, redis_conn, settings):
+def live_worker(transactional_db, redis_conn):
     """A real `rqworker default gpu` process on the test database and the test Redis."""
-    env = {
-        **os.environ,
-        "DATABASE_URL": _db_url(),
-        "REDIS_URL": settings.REDIS_URL,
-        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
-        "WORKER_CACHE_DIR": str(settings.WORKER_CACHE_DIR),
-        "PYTHONUNBUFFERED": "1",
-    }
-    log_path = ARTIFACTS / "worker.log"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "manage.py", "rqworker", "default", "gpu"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            yield proc
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    proc = start_worker(("default", "gpu"), ARTIFACTS / "worker.log")
+    try:
+        yield proc
+    finally:
+        stop_worker(proc)

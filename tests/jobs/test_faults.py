@@ -4,12 +4,10 @@ Each ends in a readable state with no lost rows, and retry/resume works.
 """
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -22,27 +20,13 @@ from datasets_app.models import Dataset, DatasetItem
 from piggyback import jobs
 from tests.evaluation_helpers import baseline_model, make_run, trained_baseline_dir  # noqa: F401
 from tests.jobs import job_bodies
+from tests.workers import kill_worker_and_horses, start_worker
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def make_row(project, **kw):
     return Dataset.objects.create(project=project, name="d", images_file=ContentFile(b"x", name="a.zip"),
                                   questions_file=ContentFile(b"y", name="q.csv"), **kw)
-
-
-def db_url(settings_obj) -> str:
-    db = settings_obj.DATABASES["default"]
-    return f"postgres://{db.get('USER') or 'postgres'}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
-
-
-def start_worker(settings_obj, redis_url, queues=("default", "gpu"), log_name="worker"):
-    env = {**os.environ, "DATABASE_URL": db_url(settings_obj), "REDIS_URL": redis_url,
-           "MEDIA_ROOT": str(settings_obj.MEDIA_ROOT), "WORKER_CACHE_DIR": str(settings_obj.WORKER_CACHE_DIR),
-           "PYTHONUNBUFFERED": "1", "JOB_HEARTBEAT_INTERVAL": "0.5"}
-    log = open(Path(settings_obj.MEDIA_ROOT) / f"{log_name}.log", "w")
-    return subprocess.Popen([sys.executable, "manage.py", "rqworker", *queues], cwd=ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def wait_for(predicate, timeout=60, interval=0.05):
@@ -52,14 +36,6 @@ def wait_for(predicate, timeout=60, interval=0.05):
             return True
         time.sleep(interval)
     return False
-
-
-def kill_group(proc):
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=10)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -84,14 +60,14 @@ def test_worker_killed_mid_cleaning_then_retry(project, owner, settings, redis_c
     with open(files["zip"], "rb") as z, open(files["csv"], "rb") as c:
         ds = services.create_dataset(owner, project, "big", images=SimpleUploadedFile("imgs.zip", z.read()),
                                      questions=SimpleUploadedFile("q.csv", c.read()))
-    worker = start_worker(settings, settings.REDIS_URL, ("default",), "kill-cleaning")
+    worker = start_worker(("default",), Path(settings.MEDIA_ROOT) / "kill-cleaning.log")
     try:
         assert wait_for(lambda: Dataset.objects.filter(pk=ds.pk, status="running").exists(), 60)
         time.sleep(0.3)
-        _kill_worker_and_horses(worker)
+        kill_worker_and_horses(worker)
     finally:
         if worker.poll() is None:
-            kill_group(worker)
+            kill_worker_and_horses(worker)
     ds.refresh_from_db()
     assert ds.status == "running", "the worker was killed before it could finish"
     assert DatasetItem.objects.filter(dataset=ds).count() == 0  # all-or-nothing: nothing half stored
@@ -100,11 +76,11 @@ def test_worker_killed_mid_cleaning_then_retry(project, owner, settings, redis_c
     ds.refresh_from_db()
     assert ds.status == "failed" and "stopped responding" in ds.error
     services.retry_cleaning(ds)
-    worker = start_worker(settings, settings.REDIS_URL, ("default",), "retry-cleaning")
+    worker = start_worker(("default",), Path(settings.MEDIA_ROOT) / "retry-cleaning.log")
     try:
         assert wait_for(lambda: Dataset.objects.get(pk=ds.pk).is_final, 120)
     finally:
-        kill_group(worker)
+        kill_worker_and_horses(worker)
     ds.refresh_from_db()
     assert ds.status == "succeeded", ds.error
     assert DatasetItem.objects.filter(dataset=ds).count() == ds.counts["rows_kept"] > 10_000
@@ -149,7 +125,7 @@ def test_redis_restarted_during_run(project, settings, tmp_path):
         running = make_row(project)
         waiting = make_row(project)
         jobs.enqueue(running, job_bodies.slow, seconds=4.0)
-        worker = start_worker(settings, url, ("default",), "redis-restart")
+        worker = start_worker(("default",), Path(settings.MEDIA_ROOT) / "redis-restart.log", redis_url=url)
         assert wait_for(lambda: Dataset.objects.filter(pk=running.pk, status="running").exists(), 30)
         jobs.enqueue(waiting, job_bodies.slow, seconds=0.2)
         Dataset.objects.filter(pk=waiting.pk).update(created_at=timezone.now() - timedelta(minutes=10))
@@ -165,13 +141,13 @@ def test_redis_restarted_during_run(project, settings, tmp_path):
         assert waiting.status == "failed" and "Retry" in waiting.error
         jobs.enqueue(waiting, job_bodies.slow, seconds=0.2)
         if worker.poll() is not None:  # the old worker may have given up on the lost connection
-            worker = start_worker(settings, url, ("default",), "redis-restart-2")
+            worker = start_worker(("default",), Path(settings.MEDIA_ROOT) / "redis-restart-2.log", redis_url=url)
         assert wait_for(lambda: Dataset.objects.get(pk=waiting.pk).is_final, 60)
         waiting.refresh_from_db()
         assert waiting.status == "succeeded", waiting.error
     finally:
         if worker is not None and worker.poll() is None:
-            kill_group(worker)
+            kill_worker_and_horses(worker)
         server.kill()
 
 
@@ -199,13 +175,13 @@ def test_worker_killed_mid_batch_evaluation_then_retry(project, owner, settings,
     with open(files["zip"], "rb") as z, open(files["csv"], "rb") as c:
         ev = eval_services.create_evaluation(owner, project, run, images_file=SimpleUploadedFile("t.zip", z.read()),
                                              questions_file=SimpleUploadedFile("t.csv", c.read()))
-    worker = start_worker(settings, settings.REDIS_URL, ("gpu",), "kill-eval")
+    worker = start_worker(("gpu",), Path(settings.MEDIA_ROOT) / "kill-eval.log")
     try:
         assert wait_for(lambda: Evaluation.objects.filter(pk=ev.pk, status="running", progress__gt=0.1).exists(), 120)
-        _kill_worker_and_horses(worker)
+        kill_worker_and_horses(worker)
     finally:
         if worker.poll() is None:
-            kill_group(worker)
+            kill_worker_and_horses(worker)
     ev.refresh_from_db()
     assert ev.status == "running" and Prediction.objects.filter(evaluation=ev).count() == 0
     Evaluation.objects.filter(pk=ev.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=5))
@@ -213,27 +189,13 @@ def test_worker_killed_mid_batch_evaluation_then_retry(project, owner, settings,
     ev.refresh_from_db()
     assert ev.status == "failed" and "stopped responding" in ev.error
     eval_services.retry_evaluation(owner, ev)
-    worker = start_worker(settings, settings.REDIS_URL, ("gpu",), "retry-eval")
+    worker = start_worker(("gpu",), Path(settings.MEDIA_ROOT) / "retry-eval.log")
     try:
         assert wait_for(lambda: Evaluation.objects.get(pk=ev.pk).is_final, 240)
     finally:
-        kill_group(worker)
+        kill_worker_and_horses(worker)
     ev.refresh_from_db()
     assert ev.status == "succeeded", ev.error
     n = sum(1 for _ in open(files["csv"], encoding="utf-8-sig")) - 1
     assert Prediction.objects.filter(evaluation=ev).count() == n == ev.metrics["count"]
     assert ev.attempts == 2
-
-
-def _kill_worker_and_horses(worker):
-    """rq runs each job in a forked work-horse with its own process group: kill the worker and them."""
-    import psutil
-
-    horses = psutil.Process(worker.pid).children(recursive=True)
-    os.killpg(worker.pid, signal.SIGKILL)
-    for child in horses:
-        try:
-            child.kill()
-        except psutil.NoSuchProcess:
-            pass
-    worker.wait(timeout=10)
