@@ -86,8 +86,8 @@ def run_bench(args):
     from evaluation_app.models import Evaluation
     from gpu_worker.sample_data import easy_vqa_files
     from piggyback.files import save_tree
-    from training_app.models import PretrainedModel, TrainingRun
     from tests.evaluation_helpers import png_bytes
+    from training_app.models import PretrainedModel, TrainingRun
 
     work = Path(tempfile.mkdtemp(prefix="pb-bench-serving-"))
     train_info = {}

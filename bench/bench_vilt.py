@@ -67,8 +67,8 @@ class _HFDataset(torch.utils.data.Dataset):
 
 def bench_trainer(items, root, ckpt, work, args):
     try:
-        from transformers import AutoProcessor, Trainer, TrainingArguments, ViltForQuestionAnswering
         import accelerate  # noqa: F401  (Trainer needs it)
+        from transformers import AutoProcessor, Trainer, TrainingArguments, ViltForQuestionAnswering
     except ImportError as exc:
         return {"error": f"transformers.Trainer unavailable ({exc})"}
     from gpu_worker.models.vilt import _resize_head

@@ -260,7 +260,7 @@ def sample_files(max_images: int = SAMPLE_IMAGES) -> dict:
             build_sample_zip(tmp / "easy-vqa-images.zip", tmp / "easy-vqa-questions.csv",
                              max_images=max_images, seed=0)
             folder.mkdir(parents=True, exist_ok=True)
-            for key, path in paths.items():
+            for path in paths.values():
                 os.replace(tmp / path.name, path)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

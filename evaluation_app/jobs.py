@@ -26,11 +26,10 @@ def _scaled(reporter, start, span):
 
 @background_job("evaluation_app.Evaluation")
 def batch_eval_job(row, reporter):
+    from evaluation_app.services import model_of, store_overlay
     from gpu_worker.cleaning import clean_dataset
     from gpu_worker.metrics import evaluate, vqa_score
     from gpu_worker.predict import predict_batch
-
-    from evaluation_app.services import model_of, store_overlay
 
     target = row.training_run or row.model
     if target is None:

@@ -220,8 +220,8 @@ def predict_one(user, project, target, *, image_name: str, question: str, kind: 
     """Answer one question about a stored image with a (cached) model and keep it in the user's history.
 
     ``checked=True``: the caller has just run ``require_editor`` and ``check_target`` (saves a role query)."""
-    from gpu_worker.predict import predict_batch
     from gpu_worker.metrics import vqa_score
+    from gpu_worker.predict import predict_batch
     from gpu_worker.vqa_normalize import answer_type, question_type
     from training_app.models import TrainingRun
 

@@ -14,13 +14,13 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from datasets_app.models import Project
-from piggyback.tenancy import has_role
 from datasets_app.project_views import get_project
 from evaluation_app import exports, services
 from evaluation_app.api import filter_predictions
 from evaluation_app.forms import BatchForm, SampleForm, SingleForm
 from evaluation_app.models import Evaluation, Prediction
 from gpu_worker import UserFacingError
+from piggyback.tenancy import has_role
 
 HISTORY_ZIP_LIMIT = 2000
 

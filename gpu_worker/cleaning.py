@@ -105,7 +105,7 @@ class ImageIndex:
         return "missing", None
 
 
-def clean_dataset(questions_path, images_zip_path, out_dir, annotations_path=None, *, max_side=1920,
+def clean_dataset(questions_path, images_zip_path, out_dir, annotations_path=None, *, max_side=1920,  # noqa: C901 - split into steps under issue 15
                   limits: Optional[Limits] = None, report: Optional[Callable] = None,
                   should_cancel: Optional[Callable] = None, questions_name: Optional[str] = None,
                   images_name: Optional[str] = None) -> CleanResult:

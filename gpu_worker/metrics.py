@@ -17,8 +17,8 @@ from collections import Counter, defaultdict
 from typing import Sequence
 
 from gpu_worker.vqa_normalize import answer_type as _answer_type
-from gpu_worker.vqa_normalize import (clean_whitespace, normalize_answer, process_digit_article,
-                                      process_punctuation, question_type as _question_type)
+from gpu_worker.vqa_normalize import clean_whitespace, normalize_answer, process_digit_article, process_punctuation
+from gpu_worker.vqa_normalize import question_type as _question_type
 
 __all__ = ["vqa_score", "exact_match", "evaluate", "majority_answer"]
 

@@ -128,7 +128,7 @@ def _validate(adapter, val_items, val_enc, image_root, batch_size):
     return evaluate([p["answer"] for p in preds], val_items)
 
 
-def train_model(model_key, items, image_root, out_dir, params: dict, *, source=None, report=None,
+def train_model(model_key, items, image_root, out_dir, params: dict, *, source=None, report=None,  # noqa: C901 - split into steps under issue 15
                 should_cancel=None, resume=True, device=None) -> dict:
     """Train ``model_key`` on ``items``; see the module docstring. Returns the result dict."""
     report = report or (lambda progress, stage, metrics=None: None)

@@ -8,7 +8,6 @@ from datasets_app.project_api import ProjectViewSet
 from piggyback.api import TokenView
 from piggyback.health import healthz
 
-
 admin.site.site_header = "PiggyBack administration"
 admin.site.site_title = "PiggyBack admin"
 admin.site.index_title = "Projects, datasets, models, runs and evaluations"

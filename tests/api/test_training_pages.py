@@ -6,10 +6,9 @@ import json
 import re
 
 import pytest
-
-from gpu_worker.models.registry import PRESETS
 from django.urls import reverse
 
+from gpu_worker.models.registry import PRESETS
 from piggyback.jobs import RunStatus
 from tests.jobs.test_training_job import TINY, dataset, models_synced  # noqa: F401
 

@@ -23,7 +23,6 @@ from tests.jobs import job_bodies
 from tests.workers import kill_worker_and_horses, start_worker
 
 
-
 def make_row(project, **kw):
     return Dataset.objects.create(project=project, name="d", images_file=ContentFile(b"x", name="a.zip"),
                                   questions_file=ContentFile(b"y", name="q.csv"), **kw)

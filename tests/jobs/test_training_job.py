@@ -9,11 +9,10 @@ import threading
 import time
 
 import pytest
-
-from gpu_worker.models.registry import PRESETS
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 
+from gpu_worker.models.registry import PRESETS
 from piggyback.jobs import RunStatus
 
 TINY = {"epochs": 2, "batch_size": 8, "val_fraction": 0.2, "patience": 0}

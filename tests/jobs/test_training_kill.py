@@ -6,8 +6,8 @@ import time
 import pytest
 
 from piggyback.jobs import RunStatus, reconcile
-from tests.workers import kill_worker_and_horses, start_worker
 from tests.jobs.test_training_job import SLOW, dataset, models_synced, wait_for  # noqa: F401
+from tests.workers import kill_worker_and_horses, start_worker
 
 
 @pytest.mark.django_db(transaction=True)

@@ -6,8 +6,16 @@ import torch
 from PIL import Image
 
 from gpu_worker.models.baseline import BaselineAdapter, PiggyBaselineForVQA, cell_boxes
-from gpu_worker.models.registry import (DEFAULT_MODEL_KEY, PARAM_LIMITS, PRESETS, availability, get_adapter_class,
-                                        get_spec, resolve_params, validate_params)
+from gpu_worker.models.registry import (
+    DEFAULT_MODEL_KEY,
+    PARAM_LIMITS,
+    PRESETS,
+    availability,
+    get_adapter_class,
+    get_spec,
+    resolve_params,
+    validate_params,
+)
 
 
 def test_registry_defaults_and_presets():

@@ -32,3 +32,13 @@ def test_ci_runs_the_readme_test_command():
 def test_torch_is_pinned():
     reqs = (ROOT / "requirements.txt").read_text().splitlines()
     assert "torch==2.13.0" in reqs
+
+
+def test_runtime_and_dev_requirements_are_split():
+    runtime = (ROOT / "requirements.txt").read_text()
+    dev = (ROOT / "requirements-dev.txt").read_text()
+    for tool in ("pytest", "hypothesis", "playwright", "ruff", "accelerate"):
+        assert tool not in runtime, f"{tool} is a development tool; it belongs in requirements-dev.txt"
+        assert tool in dev
+    assert "-r requirements.txt" in dev
+    assert "requirements-dev" not in (ROOT / "Dockerfile").read_text()

@@ -2,8 +2,7 @@
 import pytest
 
 from gpu_worker.metrics import evaluate, exact_match, majority_answer, vqa_score
-from gpu_worker.vqa_normalize import (answer_type, normalize_answer, process_digit_article,
-                                      process_punctuation, question_type)
+from gpu_worker.vqa_normalize import answer_type, normalize_answer, process_digit_article, process_punctuation, question_type
 
 
 def ten(*pairs):

@@ -9,8 +9,7 @@ import zlib
 import pytest
 from PIL import Image
 
-from gpu_worker import Cancelled, UserFacingError
-from gpu_worker import safezip
+from gpu_worker import Cancelled, UserFacingError, safezip
 from gpu_worker.safezip import Limits, check_member_name, scan_zip
 
 

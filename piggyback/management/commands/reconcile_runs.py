@@ -1,9 +1,8 @@
 import time
 
 from django.core.management.base import BaseCommand
-from piggyback.jobs import fresh_connection
 
-from piggyback.jobs import reconcile
+from piggyback.jobs import fresh_connection, reconcile
 
 
 class Command(BaseCommand):
