@@ -10,6 +10,7 @@ from django.views.decorators.http import require_POST
 
 from datasets_app import project_services
 from datasets_app.models import Membership, Project
+from piggyback.onboarding import first_steps
 
 
 class ProjectForm(forms.ModelForm):
@@ -50,14 +51,16 @@ def project_list(request):
 def project_detail(request, pk):
     project = get_project(request.user, pk)
     role = project.role_for(request.user)
+    can_edit = project.user_can(request.user, "editor")
     return render(
         request,
         "piggyback/project_detail.html",
         {
             "project": project,
             "role": role,
-            "can_edit": project.user_can(request.user, "editor"),
+            "can_edit": can_edit,
             "is_owner": role == "owner",
+            "first_steps": first_steps(project, can_edit=can_edit),
             "memberships": project.memberships.select_related("user"),
             "member_form": MemberForm(),
         },

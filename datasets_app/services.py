@@ -247,18 +247,14 @@ def delete_dataset(dataset: Dataset) -> None:
 SAMPLE_FILES = {"easy-vqa-images.zip": "zip", "easy-vqa-questions.csv": "csv"}
 
 
-def sample_files(max_images: int = SAMPLE_IMAGES) -> dict:
-    """Paths of the cached sample ZIP + CSV (built once from the easy-vqa package)."""
-    folder = Path(settings.VAR_DIR) / "sample" / f"easy-vqa-{max_images}"
-    paths = {"zip": folder / "easy-vqa-images.zip", "csv": folder / "easy-vqa-questions.csv"}
+def _cached_pair(folder: Path, build) -> dict:
+    """{"zip", "csv"} paths in ``folder``, written once by ``build(zip_path, csv_path)`` (atomically)."""
+    paths = {"zip": folder / "images.zip", "csv": folder / "questions.csv"}
     if not all(p.exists() for p in paths.values()):
-        from gpu_worker.sample_data import build_sample_zip
-
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix="sample-", dir=folder.parent))
         try:
-            build_sample_zip(tmp / "easy-vqa-images.zip", tmp / "easy-vqa-questions.csv",
-                             max_images=max_images, seed=0)
+            build(tmp / "images.zip", tmp / "questions.csv")
             folder.mkdir(parents=True, exist_ok=True)
             for path in paths.values():
                 os.replace(tmp / path.name, path)
@@ -267,12 +263,46 @@ def sample_files(max_images: int = SAMPLE_IMAGES) -> dict:
     return paths
 
 
+def sample_files(max_images: int = SAMPLE_IMAGES) -> dict:
+    """Paths of the cached sample ZIP + CSV (built once from the easy-vqa package)."""
+    from gpu_worker.sample_data import build_sample_zip
+
+    folder = Path(settings.VAR_DIR) / "sample" / f"easy-vqa-{max_images}"
+    return _cached_pair(folder, lambda z, c: build_sample_zip(z, c, max_images=max_images, seed=0))
+
+
+def split_files(split: str, max_images: int | None = None) -> dict:
+    """Paths of a whole easy-VQA split (or its first ``max_images`` images) as cached ZIP + CSV."""
+    from gpu_worker.sample_data import write_split
+
+    folder = Path(settings.VAR_DIR) / "sample" / f"easy-vqa-{split}-{max_images or 'all'}"
+    return _cached_pair(folder, lambda z, c: write_split(split, z, c, max_images=max_images))
+
+
+def _create_from_files(user, project, name, paths, filenames=("easy-vqa-images.zip", "easy-vqa-questions.csv")):
+    with open(paths["zip"], "rb") as zf, open(paths["csv"], "rb") as cf:
+        return create_dataset(user, project, name, images=File(zf, name=filenames[0]),
+                              questions=File(cf, name=filenames[1]))
+
+
 def create_sample_dataset(user, project: Project, *, max_images: int = SAMPLE_IMAGES,
                           name: str = "easy-VQA sample") -> Dataset:
-    paths = sample_files(max_images)
-    with open(paths["zip"], "rb") as zf, open(paths["csv"], "rb") as cf:
-        return create_dataset(user, project, name, images=File(zf, name=paths["zip"].name),
-                              questions=File(cf, name=paths["csv"].name))
+    return _create_from_files(user, project, name, sample_files(max_images))
+
+
+DEMO_TRAIN_NAME = "easy-VQA train"
+DEMO_HOLDOUT_NAME = "easy-VQA test (holdout)"
+
+
+def create_demo_datasets(user, project: Project, *, max_images: int | None = None) -> list[Dataset]:
+    """The demo project's data: the whole easy-VQA train split (4,000 images, 38,575 questions) and, as a
+    separate holdout set, its test split (1,000 images, 9,673 questions). Both go through the normal upload
+    checks and cleaning job. ``max_images`` caps each split (tests); None = the full splits."""
+    out = []
+    for split, name in (("train", DEMO_TRAIN_NAME), ("test", DEMO_HOLDOUT_NAME)):
+        out.append(_create_from_files(user, project, name, split_files(split, max_images),
+                                      (f"easy-vqa-{split}.zip", f"easy-vqa-{split}.csv")))
+    return out
 
 
 # ------------------------------------------------------------------------------------------------

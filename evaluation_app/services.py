@@ -3,6 +3,7 @@ the sample images, and starting a batch evaluation (the only place that enqueues
 from __future__ import annotations
 
 import functools
+import json
 import os
 import tempfile
 import threading
@@ -273,25 +274,64 @@ def predict_uploaded(user, project, target, *, uploaded, question: str, params: 
 
 
 # ------------------------------------------------------------------------------------------ samples
-def sample_images(project, target=None) -> list[dict]:
-    """Demo images with their questions: from the run's (or the project's) data set when it has items,
-    else from the easy-VQA test split. Each: {key, label, questions: [{text, expected}]}."""
-    from datasets_app.models import DatasetItem
+def sample_images(project, target=None) -> tuple[list[dict], str]:
+    """Images the target has NOT trained on, with their questions, and a sentence saying where they come from.
 
-    dataset_id = getattr(target, "dataset_id", None)
+    For a fine-tuned run: another ready dataset of the project (a holdout set), minus any image file the run's
+    own dataset holds (dataset versions share image files); else the run's validation split (the images
+    :func:`gpu_worker.train.training_split` kept out of training); else the easy-VQA test split. For a zero-shot
+    model every project dataset is unseen. Each sample: {key, label, questions: [{text, expected}]}."""
+    from datasets_app.models import Dataset, DatasetItem
+    from training_app.models import TrainingRun
+
+    run = target if isinstance(target, TrainingRun) else None
     items = DatasetItem.objects.filter(dataset__project=project, dataset__status="succeeded")
-    if dataset_id:
-        items = items.filter(dataset_id=dataset_id)
+    if run is None:
+        samples = _samples_from(items)
+        if samples:
+            return samples, "From this project's datasets (a zero-shot model has not trained on any of them)."
+    else:
+        seen = DatasetItem.objects.filter(dataset_id=run.dataset_id).values("image")
+        holdout = items.exclude(dataset_id=run.dataset_id).exclude(image__in=seen)
+        samples = _samples_from(holdout)
+        if samples:
+            names = Dataset.objects.filter(pk__in={s["dataset_id"] for s in samples}).values_list("name", flat=True)
+            return samples, ("From the holdout set " + ", ".join(f"“{n}”" for n in sorted(names))
+                             + ": images this model never trained on.")
+        val_ids = _validation_item_ids(run.pk, run.dataset_id, json.dumps(run.params, sort_keys=True))
+        samples = _samples_from(DatasetItem.objects.filter(pk__in=val_ids)) if val_ids else []
+        if samples:
+            return samples, ("From this run's validation split: images of “" + run.dataset.name
+                             + "” that were kept out of training.")
+    return _easyvqa_samples(), "From the easy-VQA test split (shapes and colours), which no project dataset holds."
+
+
+def _samples_from(items) -> list[dict]:
     samples: dict[str, dict] = {}
     for it in items.order_by("dataset_id", "row")[:400]:
-        entry = samples.setdefault(it.image, {"key": f"d{it.pk}", "label": it.image_original_name or f"Image {len(samples) + 1}",
+        entry = samples.setdefault(it.image, {"key": f"d{it.pk}", "dataset_id": it.dataset_id,
+                                              "label": it.image_original_name or f"Image {len(samples) + 1}",
                                               "questions": []})
         if len(entry["questions"]) < 12:
             entry["questions"].append({"text": it.question, "expected": it.top_answer})
         if len(samples) > SAMPLE_IMAGES:
             break
-    out = list(samples.values())[:SAMPLE_IMAGES]
-    return out or _easyvqa_samples()
+    return list(samples.values())[:SAMPLE_IMAGES]
+
+
+@functools.lru_cache(maxsize=32)
+def _validation_item_ids(run_pk: int, dataset_id: int, params_json: str) -> frozenset:
+    """DatasetItem ids of a run's validation questions (cached per run: a dataset is immutable once clean)."""
+    from datasets_app.models import Dataset
+    from datasets_app.services import training_items
+    from gpu_worker.train import training_split
+
+    params = json.loads(params_json)
+    if not params.get("val_fraction") or "seed" not in params:
+        return frozenset()
+    items, _root = training_items(Dataset.objects.get(pk=dataset_id))
+    _train, val = training_split(items, params)
+    return frozenset(it["id"] for it in val)
 
 
 @functools.lru_cache(maxsize=1)

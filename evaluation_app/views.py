@@ -77,12 +77,13 @@ def _workspace(request, project, target, *, base_url: str, title: str):
         history, evaluations = history.filter(training_run=target), evaluations.filter(training_run=target)
     else:
         history, evaluations = history.filter(model=target), evaluations.filter(model=target)
+    samples, samples_source = services.sample_images(project, target) if ready else ([], "")
     context = {
         "project": project, "target": target, "is_run": is_run, "title": title, "base_url": base_url,
         "model": services.model_of(target), "generative": services.is_generative(target), "ready": ready,
         "can_edit": can_edit, "tab": mode if mode in forms else "sample",
         "chosen_sample": request.POST.get("s-sample") or request.GET.get("sample", ""), "forms": forms, "shown": shown,
-        "samples": services.sample_images(project, target if is_run else None) if ready else [],
+        "samples": samples, "samples_source": samples_source,
         "history": history.select_related("training_run", "model")[:8],
         "evaluations": evaluations.select_related("training_run", "model")[:10],
     }

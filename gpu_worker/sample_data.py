@@ -17,7 +17,7 @@ import easy_vqa
 
 from gpu_worker.tabular import write_csv
 
-__all__ = ["build_sample_zip", "easy_vqa_files", "load_split"]
+__all__ = ["build_sample_zip", "easy_vqa_files", "load_split", "write_split"]
 
 
 def load_split(split: str = "train"):
@@ -63,13 +63,18 @@ def build_sample_zip(out_zip_path, csv_path=None, *, split: str = "train", max_i
     return _write(out_zip_path, csv_path, split, chosen, qs, ans, ids, paths)
 
 
-def easy_vqa_files(split: str, out_dir, max_images: Optional[int] = None) -> dict:
-    """Write ``out_dir/easy-vqa-<split>.zip`` and ``.csv`` for the whole split (or its first
-    ``max_images`` image ids). Returns the same dict as :func:`build_sample_zip`."""
+def write_split(split: str, zip_path, csv_path, max_images: Optional[int] = None) -> dict:
+    """Write a whole split (or its first ``max_images`` image ids) as ``zip_path`` + ``csv_path``.
+    Returns the same dict as :func:`build_sample_zip`."""
     qs, ans, ids, paths = load_split(split)
     chosen = sorted(paths)
     if max_images is not None:
         chosen = chosen[:max_images]
+    return _write(zip_path, csv_path, split, chosen, qs, ans, ids, paths)
+
+
+def easy_vqa_files(split: str, out_dir, max_images: Optional[int] = None) -> dict:
+    """Write ``out_dir/easy-vqa-<split>.zip`` and ``.csv`` for the whole split (or its first
+    ``max_images`` image ids). Returns the same dict as :func:`build_sample_zip`."""
     out_dir = Path(out_dir)
-    return _write(out_dir / f"easy-vqa-{split}.zip", out_dir / f"easy-vqa-{split}.csv", split, chosen,
-                  qs, ans, ids, paths)
+    return write_split(split, out_dir / f"easy-vqa-{split}.zip", out_dir / f"easy-vqa-{split}.csv", max_images)

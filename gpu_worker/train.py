@@ -79,6 +79,18 @@ class _Log:
             fh.write(time.strftime("%Y-%m-%d %H:%M:%S ") + msg + "\n")
 
 
+def training_split(items: list[dict], params: dict) -> tuple[list[dict], list[dict]]:
+    """(train, validation) exactly as :func:`train_model` splits ``items`` with resolved ``params``: labelled
+    questions only, capped at ``max_train_items`` (seeded), then :func:`split_by_image`. The web app calls this
+    too, to know which images a run never trained on."""
+    seed = int(params["seed"])
+    labelled = [it for it in items if it.get("answers")]
+    if params.get("max_train_items") and len(labelled) > int(params["max_train_items"]):
+        keep = sorted(random.Random(seed).sample(range(len(labelled)), int(params["max_train_items"])))
+        labelled = [labelled[i] for i in keep]
+    return split_by_image(labelled, float(params["val_fraction"]), seed)
+
+
 def _rng_state():
     st = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
     if torch.cuda.is_available():
@@ -167,10 +179,7 @@ def train_model(model_key, items, image_root, out_dir, params: dict, *, source=N
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    if params.get("max_train_items") and len(labelled) > params["max_train_items"]:
-        keep = sorted(random.Random(seed).sample(range(len(labelled)), int(params["max_train_items"])))
-        labelled = [labelled[i] for i in keep]
-    train_items, val_items = split_by_image(labelled, float(params["val_fraction"]), seed)
+    train_items, val_items = training_split(labelled, params)
 
     report(0.0, "Preparing the data", None)
     t_prep = time.perf_counter()

@@ -81,7 +81,8 @@ def make_run(db, trained_baseline_dir, baseline_model):
     def _make(project, *, status="succeeded", user=None):
         ds = make_dataset(project, user=user)
         run = TrainingRun.objects.create(project=project, dataset=ds, model=baseline_model, name="Tiny baseline",
-                                         status=status, created_by=user, vqa_accuracy=50.0)
+                                         status=status, created_by=user, vqa_accuracy=50.0,
+                                         params=dict(TRAIN_PARAMS))
         prefix = f"projects/{project.pk}/runs/{run.pk}"
         save_tree(trained_baseline_dir, f"{prefix}/model")
         run._update(output_dir=prefix)

@@ -46,7 +46,8 @@ def test_run_page_sample_and_single(run, owner):
         assert text in html
     assert 'name="s-num_beams"' not in html  # classifier: no generation sliders
     sample = page.context["samples"][0]
-    assert sample["key"].startswith("d")  # the run's own data set provides the samples
+    assert sample["key"].startswith("d")  # the run's validation images provide the samples (no holdout set here)
+    assert "validation split" in page.context["samples_source"] and "validation split" in html
     assert c.get(reverse("evaluation:sample_image", args=[sample["key"]])).status_code == 200
 
     question = sample["questions"][0]["text"]
