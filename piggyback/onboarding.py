@@ -23,11 +23,15 @@ class Step:
 
 def first_steps(project, *, can_edit: bool) -> list[Step] | None:
     """The four steps for ``project`` (None once all are done). Links only where the user can act."""
+    from django.db.models import Count
+
     from datasets_app.models import Dataset
     from evaluation_app.models import Evaluation, Prediction
     from training_app.models import TrainingRun
 
-    ready = Dataset.objects.filter(project=project, status="succeeded").order_by("-created_at").first()
+    # the dataset to train on: the largest ready one (in the demo, the train split rather than the holdout set)
+    ready = (Dataset.objects.filter(project=project, status="succeeded").annotate(n=Count("items"))
+             .order_by("-n", "created_at").first())
     run = TrainingRun.objects.filter(project=project, status="succeeded").order_by("-created_at").first()
     asked = Prediction.objects.filter(project=project).exclude(kind=Prediction.Kind.BATCH).exists()
     evaluated = Evaluation.objects.filter(project=project).exists()

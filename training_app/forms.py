@@ -25,7 +25,10 @@ class StartTrainingForm(forms.Form):
     def __init__(self, *args, models=(), **kwargs):
         super().__init__(*args, **kwargs)
         self.models = list(models)
-        self.fields["model"].choices = [("", "— Choose a model —")] + [(m.key, m.name) for m in self.models]
+        from gpu_worker.models.registry import DEFAULT_MODEL_KEY
+
+        self.fields["model"].choices = [("", "— Choose a model —")] + [
+            (m.key, f"{m.name} (default)" if m.key == DEFAULT_MODEL_KEY else m.name) for m in self.models]
         for name, lim in _limits().items():
             label, help_text = services.PARAM_LABELS.get(name, (name.replace("_", " ").capitalize(), ""))
             if lim["type"] == "bool":

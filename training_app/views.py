@@ -40,7 +40,11 @@ def start(request, dataset_pk):
     if not has_role(request.user, dataset, "editor"):
         raise PermissionDenied(f"Training needs the editor role in “{dataset.project.name}”. Ask the project owner.")
     models = list(services.selectable_models())
-    form = StartTrainingForm(request.POST or None, models=models, initial={"preset": "balanced"})
+    # a newcomer who changes nothing trains the default model with the default (Balanced) preset
+    from gpu_worker.models.registry import DEFAULT_MODEL_KEY
+
+    default_model = DEFAULT_MODEL_KEY if any(m.key == DEFAULT_MODEL_KEY for m in models) else ""
+    form = StartTrainingForm(request.POST or None, models=models, initial={"preset": "balanced", "model": default_model})
     problem = services.dataset_problem(dataset)
     if request.method == "POST" and form.is_valid():
         try:

@@ -31,6 +31,8 @@ def test_start_page_offers_only_available_enabled_models(web, dataset, settings)
     html = web.get(url).content.decode()
     options = re.findall(r'<option value="([^"]*)"', html)
     assert options[0] == "" and "baseline-rnn" in options
+    # a newcomer who changes nothing gets the default model, marked as such
+    assert re.search(r'<option value="baseline-rnn" selected>[^<]*\(default\)</option>', html)
     assert "baseline-bow" not in options and "blip" not in options and "vilt" not in options
     assert "Choose a model" in html and "Start fine-tuning" in html
     for preset in ("Quick", "Balanced", "Thorough"):
