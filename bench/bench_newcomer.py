@@ -122,6 +122,7 @@ def newcomer_path(demo_images: int | None = None, *, screenshots: Path | None = 
             out["preset"] = "balanced" if page.is_checked("#preset-balanced") else "?"
             t0 = time.time()
             page.click("#start-button")
+            page.wait_for_url("**/training/runs/*/")  # the progress page (a form error would stay on the start page)
             page.wait_for_url("**/evaluate/runs/*/", timeout=1_800_000)
             out["train_s"] = time.time() - t0
             acc = re.search(r"validation VQA accuracy ([\d.]+)", page.content())
