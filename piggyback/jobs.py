@@ -1,4 +1,4 @@
-"""The job pattern shared by every app (see DESIGN.md, "The job pattern").
+"""The job pattern shared by every app (see docs/ARCHITECTURE.md, "The job pattern").
 
 * A DB row (a subclass of :class:`BackgroundRun`) is the source of truth for every background task.
 * :func:`enqueue` puts the job on an RQ queue *after* the transaction commits, with a deterministic id

@@ -1,6 +1,6 @@
 """The permission matrix: every API endpoint and page x (anonymous, outsider, staff outsider, viewer, editor, owner).
 
-Rules asserted (DESIGN.md "Tenancy and permissions"):
+Rules asserted (docs/ARCHITECTURE.md "Tenancy and permissions"):
 * anonymous: API 403 (SessionAuthentication first, so DRF answers 403, never 401); pages 302 to /accounts/login/;
 * outsider and staff-but-not-member: 404 on every object of the project (pages, API, files) and absent from lists;
 * viewer: reads 200, every write 403; editor: reads and writes 2xx/302, deletes and member management 403;

@@ -42,3 +42,18 @@ def test_runtime_and_dev_requirements_are_split():
         assert tool in dev
     assert "-r requirements.txt" in dev
     assert "requirements-dev" not in (ROOT / "Dockerfile").read_text()
+
+
+def test_the_architecture_document_is_in_the_repository_and_nothing_points_outside_it():
+    assert (ROOT / "docs" / "ARCHITECTURE.md").is_file()
+    offenders = []
+    for path in ROOT.rglob("*"):
+        if path.suffix not in {".py", ".md", ".html", ".sh", ".yml", ".toml"} or not path.is_file():
+            continue
+        if any(part in {".venv", "node_modules", ".git", "staticfiles", "var", "test-artifacts"} for part in path.parts):
+            continue
+        text = path.read_text(errors="ignore")
+        for needle in ("../shared/", "ML-NOTES.md", "DESIGN.md"):
+            if needle in text and path.name != "test_deploy_files.py":
+                offenders.append(f"{path.relative_to(ROOT)}: {needle}")
+    assert not offenders, offenders
