@@ -109,7 +109,9 @@ def newcomer_path(demo_images: int | None = None, *, screenshots: Path | None = 
             page.goto(project_url)
             # the demo's datasets are cleaned by the worker the quick start started; the "Train a model" step
             # gets its link once a dataset is ready (and the holdout set is cleaned right after it)
-            while not page.locator("[data-step=train] a").count() or page.locator(".badge:has-text('queued'), .badge:has-text('running')").count():
+            # wait for both demo datasets: the train step's link (a dataset is ready) and no dataset still queued/checking
+            busy = "#datasets-section .badge:has-text('Checking'), #datasets-section .badge:has-text('Waiting for a worker')"
+            while not page.locator("[data-step=train] a").count() or page.locator(busy).count():
                 if time.time() - t0 > 600:
                     raise RuntimeError("the demo datasets were not cleaned in 10 minutes")
                 time.sleep(1)
