@@ -32,9 +32,11 @@ def _login_failed(sender, credentials, request=None, **kwargs):
     from django.contrib.auth import get_user_model
 
     User = get_user_model()
-    user = User.objects.filter(username__iexact=typed).first() if typed else None
+    field = "email__iexact" if "@" in typed else "username__iexact"
+    matches = list(User.objects.filter(**{field: typed})[:2]) if typed else []
+    user = matches[0] if len(matches) == 1 else None
     record(A.LOGIN_FAILED, request=request, actor=user, actor_username=typed[:150],
-           details={"account_exists": user is not None})
+           details={"account_exists": bool(matches)})
 
 
 @receiver(post_save, sender=settings.AUTH_USER_MODEL, dispatch_uid="audit-password-changed")

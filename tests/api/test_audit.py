@@ -52,6 +52,9 @@ def test_page_sign_in_success_failure_and_sign_out(client, owner):
     client.post("/accounts/login/", {"login": "ghost", "password": "Wrong-pass-2"})
     ghost = only("auth.login_failed", actor_username="ghost")
     assert ghost.actor_id is None and ghost.details == {"account_exists": False}
+    client.post("/accounts/login/", {"login": "OLIVIA@example.com", "password": "Wrong-pass-3"})
+    by_email = only("auth.login_failed", actor_username="OLIVIA@example.com")
+    assert by_email.actor_id == owner.pk
     r = client.post("/accounts/login/", {"login": "olivia", "password": "pw-olivia-123"},
                     HTTP_USER_AGENT="pytest-browser")
     assert r.status_code == 302
@@ -59,7 +62,7 @@ def test_page_sign_in_success_failure_and_sign_out(client, owner):
     assert ok.actor_id == owner.pk and ok.ip == "127.0.0.1" and ok.user_agent == "pytest-browser"
     client.post("/accounts/logout/")
     assert only("auth.logout").actor_username == "olivia"
-    assert_nothing_secret("Wrong-pass-1", "Wrong-pass-2", "pw-olivia-123")
+    assert_nothing_secret("Wrong-pass-1", "Wrong-pass-2", "Wrong-pass-3", "pw-olivia-123")
 
 
 def test_api_sign_in_token_created_and_revoked(api_client, owner):
@@ -360,3 +363,19 @@ def test_owner_reads_the_trail_page(client, owner, project, members):
     client.force_login(members["editor"])
     assert f"/projects/{project.pk}/audit/" not in client.get(f"/projects/{project.pk}/").content.decode()
     assert client.get(f"/projects/{project.pk}/audit/").status_code == 403
+
+
+def test_database_refuses_changes_too(owner):
+    """Raw SQL from the application cannot rewrite history either (a trigger in the migration)."""
+    from django.db import DatabaseError, connection, transaction
+
+    from audit.models import AuditEntry
+    from audit.trail import record
+
+    e = record(AuditEntry.Action.LOGIN, actor=owner)
+    for sql in (f"UPDATE audit_auditentry SET action = 'auth.logout' WHERE id = {e.pk}",
+                f"DELETE FROM audit_auditentry WHERE id = {e.pk}"):
+        with pytest.raises(DatabaseError, match="append-only"):
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(sql)
+    assert AuditEntry.objects.get(pk=e.pk).action == "auth.login"
