@@ -13,6 +13,7 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 
+from audit import trail as audit
 from datasets_app import services
 from datasets_app.models import Dataset, DatasetItem, Project
 from datasets_app.serializers import (
@@ -66,6 +67,7 @@ class DatasetViewSet(TenantViewSetMixin, mixins.ListModelMixin, mixins.RetrieveM
     parser_classes = [MultiPartParser, FormParser, JSONParser]
     role_by_action = {"items": "viewer", "report": "viewer", "stats": "viewer", "item_image": "viewer",
                       "retry": "editor", "cancel": "editor"}
+    throttle_scopes = {"create": "upload", "retry": "job"}  # rate-limit classes (piggyback/throttling.py)
 
     def get_renderers(self):
         if getattr(self, "action", None) == "report":
@@ -124,6 +126,8 @@ class DatasetViewSet(TenantViewSetMixin, mixins.ListModelMixin, mixins.RetrieveM
                    summary="Cleaning report: every removed row and image with its reason (CSV)")
     def report(self, request, pk=None):  # routed in api_urls.py as datasets/<pk>/report.csv (no slash)
         dataset = self.get_object()
+        audit.record(audit.A.DATASET_DOWNLOADED, project=dataset.project, target=dataset,
+                     details={"file": "cleaning report CSV"})
         response = HttpResponse(services.report_csv(dataset), content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = f'attachment; filename="cleaning-report-{dataset.pk}.csv"'
         response["X-Content-Type-Options"] = "nosniff"

@@ -7,6 +7,8 @@ from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from audit.models import AuditEntry
+from audit.serializers import AuditEntrySerializer
 from datasets_app import project_services
 from datasets_app.models import Membership, Project
 from piggyback.api import TenantViewSetMixin
@@ -40,7 +42,8 @@ class ProjectSerializer(serializers.ModelSerializer):
 class ProjectViewSet(TenantViewSetMixin, viewsets.ModelViewSet):
     queryset = Project.objects.all().order_by("-created_at")
     serializer_class = ProjectSerializer
-    role_by_action = {"update": "owner", "partial_update": "owner", "destroy": "owner", "members": "viewer"}
+    role_by_action = {"update": "owner", "partial_update": "owner", "destroy": "owner", "members": "viewer",
+                      "audit": "owner"}
 
     def get_queryset(self):
         return Project.objects.for_user(self.request.user).select_related("owner").prefetch_related(
@@ -75,3 +78,12 @@ class ProjectViewSet(TenantViewSetMixin, viewsets.ModelViewSet):
         except project_services.MemberError as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
         return Response(MembershipSerializer(m).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(responses=AuditEntrySerializer(many=True), summary="The project's audit trail (owners)")
+    @action(detail=True, methods=["get"])
+    def audit(self, request, pk=None):
+        """Who did what in this project, newest first (paginated): members and roles, deletions, downloads and
+        exports, with the time, the client address and the object acted on."""
+        project = self.get_object()
+        page = self.paginate_queryset(AuditEntry.objects.for_project(project.pk))
+        return self.get_paginated_response(AuditEntrySerializer(page, many=True).data)

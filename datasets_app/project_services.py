@@ -51,12 +51,14 @@ def delete_project(project: Project) -> None:
 
     Training runs go first: they PROTECT their dataset, so a plain ``project.delete()`` of a project that has
     runs raised ProtectedError (a 500 for the owner) instead of deleting."""
+    from audit.trail import part_of_larger_deletion
     from datasets_app.services import delete_prefix
     from training_app.models import TrainingRun
 
     pk = project.pk
     with transaction.atomic():
-        TrainingRun.objects.filter(project=project).delete()
+        with part_of_larger_deletion():  # audited as the project's deletion, not run by run
+            TrainingRun.objects.filter(project=project).delete()
         project.delete()
         transaction.on_commit(lambda: delete_prefix(f"projects/{pk}"))
 

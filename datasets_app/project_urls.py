@@ -1,5 +1,6 @@
 from django.urls import path
 
+from audit.views import project_audit
 from datasets_app import project_views as v
 
 app_name = "projects"
@@ -9,4 +10,5 @@ urlpatterns = [
     path("<int:pk>/members/add/", v.member_add, name="member_add"),
     path("<int:pk>/members/<int:membership_pk>/remove/", v.member_remove, name="member_remove"),
     path("<int:pk>/delete/", v.project_delete, name="delete"),
+    path("<int:pk>/audit/", project_audit, name="audit"),
 ]

@@ -10,6 +10,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_POST
 
+from audit import trail as audit
 from datasets_app import services
 from datasets_app.forms import DatasetUploadForm
 from datasets_app.models import Dataset, DatasetItem
@@ -118,6 +119,8 @@ def detail(request, pk):
 @login_required
 def report_csv(request, pk):
     dataset = get_dataset(request.user, pk)
+    audit.record(audit.A.DATASET_DOWNLOADED, project=dataset.project, target=dataset,
+                 details={"file": "cleaning report CSV"})
     response = HttpResponse(services.report_csv(dataset), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="cleaning-report-{dataset.pk}.csv"'
     response["X-Content-Type-Options"] = "nosniff"

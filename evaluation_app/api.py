@@ -14,6 +14,7 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from audit import trail as audit
 from datasets_app.models import Project
 from evaluation_app import services
 from evaluation_app.models import Evaluation, Prediction
@@ -44,6 +45,7 @@ def filter_predictions(qs, params):
 
 class _PredictBase(APIView):
     parser_classes = [MultiPartParser, FormParser]
+    throttle_scope = "predict"  # piggyback/throttling.py
 
     def _answer(self, request, project, target):
         data = PredictRequestSerializer(data=request.data)
@@ -112,6 +114,7 @@ class EvaluationViewSet(TenantViewSetMixin, mixins.ListModelMixin, mixins.Retrie
     queryset = Evaluation.objects.all().order_by("-created_at")
     serializer_class = EvaluationSerializer
     parser_classes = [MultiPartParser, FormParser]
+    throttle_scopes = {"create": "job", "retry": "job"}  # piggyback/throttling.py
 
     def get_queryset(self):
         qs = super().get_queryset().select_related("training_run", "model")
@@ -193,6 +196,8 @@ class _EvaluationFileView(APIView):
         if evaluation.status != "succeeded":
             return Response({"detail": "This evaluation has not finished yet."}, status=status.HTTP_409_CONFLICT)
         stem, ext = self.filename.rsplit(".", 1)
+        audit.record(audit.A.EVALUATION_DOWNLOADED, project=evaluation.project, target=evaluation,
+                     details={"file": self.filename})
         return serve_file(f"{evaluation.output_dir}/{self.filename}", as_attachment=True,
                           download_name=f"evaluation-{evaluation.pk}-{stem}.{ext}")
 

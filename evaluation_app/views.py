@@ -13,6 +13,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
+from audit import trail as audit
 from datasets_app.models import Project
 from datasets_app.project_views import get_project
 from evaluation_app import exports, services
@@ -187,6 +188,7 @@ def history_zip(request):
     tmp = tempfile.TemporaryFile()
     exports.write_annotated_zip(tmp, predictions, with_originals=True, csv_name="history.csv")
     tmp.seek(0)
+    audit.record(audit.A.HISTORY_DOWNLOADED, details={"questions": len(predictions)})
     return FileResponse(tmp, as_attachment=True, filename="piggyback-question-history.zip",
                         content_type="application/zip")
 

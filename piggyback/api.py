@@ -1,24 +1,10 @@
-"""API building blocks shared by the apps: tenancy-aware viewsets and the token endpoint."""
+"""API building blocks shared by the apps: tenancy-aware viewsets (the token endpoint: piggyback/auth_api.py)."""
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema, inline_serializer
-from rest_framework import permissions, serializers
-from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework import permissions
 from rest_framework.exceptions import PermissionDenied
 
 from piggyback.tenancy import has_role, role_of
-
-
-class TokenView(ObtainAuthToken):
-    """POST username + password → {"token": "..."}; send it as ``Authorization: Token <token>``."""
-
-    @extend_schema(
-        request=inline_serializer("TokenRequest", {"username": serializers.CharField(), "password": serializers.CharField()}),
-        responses=inline_serializer("TokenResponse", {"token": serializers.CharField()}),
-        auth=[],
-    )
-    def post(self, request, *args, **kwargs):
-        return super().post(request, *args, **kwargs)
 
 
 class TenantAccess(permissions.BasePermission):

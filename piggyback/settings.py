@@ -55,6 +55,7 @@ INSTALLED_APPS = [
     "datasets_app",
     "training_app",
     "evaluation_app",
+    "audit",
 ]
 
 MIDDLEWARE = [
@@ -64,6 +65,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "audit.middleware.AuditRequestMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
@@ -114,6 +116,18 @@ if EMBEDDED_REDIS:
     from piggyback.embedded import ensure_embedded_redis
 
     REDIS_URL = ensure_embedded_redis(VAR_DIR)
+
+# Cache: shared by every web process (gunicorn workers) and the workers, so that rate limits (API throttles,
+# failed sign-ins) count each user once, not once per process. Same Redis as the job queues, own key prefix.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": env("CACHE_KEY_PREFIX", default="pbcache"),
+        "TIMEOUT": 300,
+        "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+    }
+}
 
 # Per-queue job timeouts (seconds): CPU chores vs. GPU work (feature extraction, training, batch eval).
 JOB_TIMEOUTS = {
@@ -200,6 +214,12 @@ ACCOUNT_LOGIN_METHODS = {"username", "email"}
 ACCOUNT_SIGNUP_FIELDS = ["email*", "username*", "password1*", "password2*"]
 ACCOUNT_EMAIL_VERIFICATION = env("ACCOUNT_EMAIL_VERIFICATION", default="none")
 ACCOUNT_LOGOUT_ON_GET = False
+# Failed sign-ins, pages and POST /api/v1/auth/token/ alike (allauth's rate limits, state in the cache):
+# "<n>/<period>/ip" per client address, "<n>/<period>/key" per username typed. Past them: 429 + Retry-After.
+ACCOUNT_RATE_LIMITS = {"login_failed": env("LOGIN_FAILED_RATE_LIMIT", default="10/m/ip,5/m/key")}
+# Behind a reverse proxy: how many proxies put their address in X-Forwarded-For (client address for the
+# sign-in limits and the audit trail); 0 = use the connection's address.
+ALLAUTH_TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
 EMAIL_BACKEND = env("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="piggyback@localhost")
 
@@ -212,7 +232,16 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "piggyback.schema.PiggyBackAutoSchema",
+    # Per-user limits by class of operation (piggyback/throttling.py); staff raise one user's limits in the admin.
+    "DEFAULT_THROTTLE_CLASSES": ["piggyback.throttling.OperationThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        "read": env("API_RATE_READ", default="1200/minute"),
+        "write": env("API_RATE_WRITE", default="300/minute"),
+        "predict": env("API_RATE_PREDICT", default="600/minute"),
+        "upload": env("API_RATE_UPLOAD", default="60/hour"),
+        "job": env("API_RATE_JOB", default="60/hour"),
+    },
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "PiggyBack API",

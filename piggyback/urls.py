@@ -5,7 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
 from datasets_app.project_api import ProjectViewSet
-from piggyback.api import TokenView
+from piggyback.auth_api import TokenView
 from piggyback.health import healthz
 
 admin.site.site_header = "PiggyBack administration"

@@ -98,3 +98,19 @@ def client_for():
 def _fast_password_hasher(settings):
     """PBKDF2 at production strength costs ~0.3 s per user; tests only need a hasher that works."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rate_limits():
+    """Each test starts with empty rate-limit counters (API throttles, failed sign-ins): they live in the shared
+    Redis cache, which outlives a test and even the run. Only the cache's own keys are removed, not RQ's."""
+    from django.core.cache import cache
+
+    try:
+        client = cache._cache.get_client(write=True)
+        keys = list(client.scan_iter(match=f"{settings.CACHES['default'].get('KEY_PREFIX', '')}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    except Exception:  # no Redis for this test (unit tests): nothing to clear
+        pass
+    yield

@@ -9,6 +9,7 @@ from rest_framework.decorators import action
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 
+from audit import trail as audit
 from datasets_app.models import Dataset
 from piggyback import files
 from piggyback.api import TenantViewSetMixin
@@ -50,6 +51,7 @@ class TrainingRunViewSet(TenantViewSetMixin, mixins.ListModelMixin, mixins.Retri
     queryset = TrainingRun.objects.all().order_by("-created_at")
     serializer_class = TrainingRunSerializer
     role_by_action = {"export": "viewer"}
+    throttle_scopes = {"create": "job", "resume": "job", "rerun": "job"}  # piggyback/throttling.py
 
     def get_queryset(self):
         qs = TrainingRun.objects.for_user(self.request.user).select_related("model", "dataset").order_by("-created_at")
@@ -128,5 +130,6 @@ class TrainingRunViewSet(TenantViewSetMixin, mixins.ListModelMixin, mixins.Retri
             return Response({"detail": str(exc)}, status=status.HTTP_507_INSUFFICIENT_STORAGE)
         except services.TrainingError as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        audit.record(audit.A.MODEL_EXPORTED, project=run.project, target=run, details={"model": run.model.key})
         return files.serve_file(name, download_name=f"piggyback-run-{run.pk}-{run.model.key}.zip", as_attachment=True)
 

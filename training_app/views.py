@@ -8,6 +8,7 @@ from django.db import transaction
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from audit import trail as audit
 from datasets_app.models import Dataset
 from datasets_app.project_views import get_project
 from piggyback import files
@@ -127,4 +128,5 @@ def export(request, pk):
     except services.TrainingError as exc:
         messages.error(request, str(exc))
         return redirect("training:detail", pk=run.pk)
+    audit.record(audit.A.MODEL_EXPORTED, project=run.project, target=run, details={"model": run.model.key})
     return files.serve_file(name, download_name=f"piggyback-run-{run.pk}-{run.model.key}.zip", as_attachment=True)

@@ -115,10 +115,21 @@ def _token(w, role):
     return {"username": PREFIX + role, "password": "pw-permx-123" if role != "anon" else "wrong"}
 
 
+def _has_token(w, role):
+    """Every signed-in role holds a token to revoke (whatever ran before)."""
+    from rest_framework.authtoken.models import Token
+
+    if role in w.users:
+        Token.objects.get_or_create(user=w.users[role])
+    return None
+
+
 V1 = "/api/v1"
 API_ROWS = [
     Row("token", API, "post", f"{V1}/auth/token/", {**anyone(API), "anon": 400}, "POST /api/v1/auth/token/",
         _token, "json"),
+    Row("token-revoke", API, "delete", f"{V1}/auth/token/", anyone(API, 204), "DELETE /api/v1/auth/token/",
+        _has_token),
     Row("projects-list", API, "get", f"{V1}/projects/", anyone(API), "GET /api/v1/projects/", listing=_listing("p")),
     Row("projects-create", API, "post", f"{V1}/projects/", anyone(API, 201), "POST /api/v1/projects/",
         _q(name="Fresh"), "json", changes=True),
@@ -129,6 +140,8 @@ API_ROWS = [
         _q(name="Renamed", description="x"), "json", changes=True),
     Row("project-delete", API, "delete", f"{V1}/projects/{{p}}/", owner_only(API, 204),
         "DELETE /api/v1/projects/{id}/", changes=True),
+    Row("project-audit", API, "get", f"{V1}/projects/{{p}}/audit/", owner_only(API, 200),
+        "GET /api/v1/projects/{id}/audit/"),
     Row("members-list", API, "get", f"{V1}/projects/{{p}}/members/", read(API), "GET /api/v1/projects/{id}/members/"),
     Row("members-add", API, "post", f"{V1}/projects/{{p}}/members/", owner_only(API, 201),
         "POST /api/v1/projects/{id}/members/", _q(user="{newbie}", role="viewer"), "json", changes=True),
@@ -219,6 +232,7 @@ PAGE_ROWS = [
         "projects:member_remove", changes=True),
     Row("p-project-delete", PAGE, "post", "/projects/{p}/delete/", owner_only(PAGE, 302), "projects:delete",
         changes=True),
+    Row("p-project-audit", PAGE, "get", "/projects/{p}/audit/", owner_only(PAGE, 200), "projects:audit"),
     Row("p-upload-form", PAGE, "get", "/datasets/projects/{p}/upload/", write(PAGE, 200), "datasets:upload"),
     Row("p-upload", PAGE, "post", "/datasets/projects/{p}/upload/", write(PAGE, 302), "datasets:upload",
         _page_upload, changes=True),
