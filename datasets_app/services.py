@@ -241,13 +241,14 @@ def delete_dataset(dataset: Dataset) -> None:
         for obj in exc.protected_objects:
             kinds[type(obj).__name__] = kinds.get(type(obj).__name__, 0) + 1
         n = kinds.get("TrainingRun", 0)
+        others = [f"{c} {label}{'s' if c != 1 else ''}" for key, label in
+                  (("Dataset", "newer version"), ("Evaluation", "evaluation")) if (c := kinds.get(key, 0))]
+        also = f" It is also used by {' and '.join(others)}." if others else ""
         if n:
             raise DatasetInUse(
                 f"“{dataset.name}” was used to train {n} model{'s' if n != 1 else ''}. Delete "
-                f"{'those training runs' if n != 1 else 'that training run'} first.") from exc
-        parts = [f"{c} {label}{'s' if c != 1 else ''}" for key, label in
-                 (("Dataset", "newer version"), ("Evaluation", "evaluation")) if (c := kinds.get(key, 0))]
-        raise DatasetInUse(f"“{dataset}” is still used by {' and '.join(parts) or 'other data'}; delete "
+                f"{'those training runs' if n != 1 else 'that training run'} first.{also}") from exc
+        raise DatasetInUse(f"“{dataset}” is still used by {' and '.join(others) or 'other data'}; delete "
                            "those first.") from exc
 
 
