@@ -104,9 +104,9 @@ class Dataset(BackgroundRun):
     # Versions: an upload is version 1; "create version N+1" makes an immutable new dataset holding the
     # parent's items plus the pending corrections (image files are shared with the parent, not copied).
     version = models.PositiveIntegerField(default=1)
-    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="versions",
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.RESTRICT, related_name="versions",
                                help_text="The dataset this version was made from")
-    root = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+    root = models.ForeignKey("self", null=True, blank=True, on_delete=models.RESTRICT, related_name="+",
                              help_text="Version 1 of this lineage (empty for version 1 itself)")
 
     objects = TenantManager()

@@ -15,7 +15,7 @@ from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import default_storage
 from django.db import transaction
-from django.db.models import ProtectedError
+from django.db.models import ProtectedError, RestrictedError
 
 from datasets_app.models import Dataset, DatasetItem, Project
 from piggyback import files, jobs
@@ -236,9 +236,10 @@ def delete_dataset(dataset: Dataset) -> None:
         with transaction.atomic():
             dataset.delete()
             transaction.on_commit(lambda: delete_stored_files(snapshot))
-    except ProtectedError as exc:
+    except (ProtectedError, RestrictedError) as exc:
         kinds = {}
-        for obj in exc.protected_objects:
+        found = exc.protected_objects if isinstance(exc, ProtectedError) else exc.restricted_objects
+        for obj in found:
             kinds[type(obj).__name__] = kinds.get(type(obj).__name__, 0) + 1
         n = kinds.get("TrainingRun", 0)
         others = [f"{c} {label}{'s' if c != 1 else ''}" for key, label in

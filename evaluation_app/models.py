@@ -31,7 +31,7 @@ class Evaluation(BackgroundRun):
         help_text="Zero-shot model (when no training run is given)",
     )
     dataset = models.ForeignKey(
-        "datasets_app.Dataset", null=True, blank=True, on_delete=models.PROTECT, related_name="evaluations",
+        "datasets_app.Dataset", null=True, blank=True, on_delete=models.RESTRICT, related_name="evaluations",
         help_text="A ready dataset of the project evaluated instead of uploaded files",
     )
     name = models.CharField(max_length=120, blank=True, default="")

@@ -17,12 +17,12 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='dataset',
             name='parent',
-            field=models.ForeignKey(blank=True, help_text='The dataset this version was made from', null=True, on_delete=django.db.models.deletion.PROTECT, related_name='versions', to='datasets_app.dataset'),
+            field=models.ForeignKey(blank=True, help_text='The dataset this version was made from', null=True, on_delete=django.db.models.deletion.RESTRICT, related_name="versions", to='datasets_app.dataset'),
         ),
         migrations.AddField(
             model_name='dataset',
             name='root',
-            field=models.ForeignKey(blank=True, help_text='Version 1 of this lineage (empty for version 1 itself)', null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='datasets_app.dataset'),
+            field=models.ForeignKey(blank=True, help_text='Version 1 of this lineage (empty for version 1 itself)', null=True, on_delete=django.db.models.deletion.RESTRICT, related_name='+', to='datasets_app.dataset'),
         ),
         migrations.AddField(
             model_name='dataset',

@@ -31,7 +31,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='evaluation',
             name='dataset',
-            field=models.ForeignKey(blank=True, help_text='A ready dataset of the project evaluated instead of uploaded files', null=True, on_delete=django.db.models.deletion.PROTECT, related_name='evaluations', to='datasets_app.dataset'),
+            field=models.ForeignKey(blank=True, help_text='A ready dataset of the project evaluated instead of uploaded files', null=True, on_delete=django.db.models.deletion.RESTRICT, related_name='evaluations', to='datasets_app.dataset'),
         ),
         migrations.AddField(
             model_name='prediction',
