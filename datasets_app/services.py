@@ -237,13 +237,10 @@ def delete_dataset(dataset: Dataset) -> None:
             dataset.delete()
             transaction.on_commit(lambda: delete_stored_files(snapshot))
     except (ProtectedError, RestrictedError) as exc:
-        kinds = {}
-        found = exc.protected_objects if isinstance(exc, ProtectedError) else exc.restricted_objects
-        for obj in found:
-            kinds[type(obj).__name__] = kinds.get(type(obj).__name__, 0) + 1
-        n = kinds.get("TrainingRun", 0)
-        others = [f"{c} {label}{'s' if c != 1 else ''}" for key, label in
-                  (("Dataset", "newer version"), ("Evaluation", "evaluation")) if (c := kinds.get(key, 0))]
+        n = dataset.training_runs.count()
+        others = [f"{c} {label}{'s' if c != 1 else ''}" for c, label in
+                  ((Dataset.objects.filter(parent=dataset).count(), "newer version"),
+                   (dataset.evaluations.count(), "evaluation")) if c]
         also = f" It is also used by {' and '.join(others)}." if others else ""
         if n:
             raise DatasetInUse(

@@ -70,6 +70,10 @@ def test_evaluate_on_a_project_dataset(run, project, owner, holdout, client_for,
     r = client.post(f"{V1}/evaluations/", {"project": project.pk, "training_run": run.pk, "dataset": holdout.pk},
                     format="multipart")
     assert r.status_code == 201
+    # a dataset evaluated on stays (its images are the predictions' images): 409 with the reason, nothing lost
+    r = client.delete(f"{V1}/datasets/{holdout.pk}/")
+    assert r.status_code == 409 and "2 evaluations" in r.json()["detail"]
+    assert Dataset.objects.filter(pk=holdout.pk).exists() and holdout.items.count() == len(items)
 
 
 @pytest.mark.parametrize("payload, field", [
