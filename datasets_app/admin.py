@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from datasets_app.models import Dataset, DatasetItem, DroppedRow, Membership, Project
+from datasets_app.models import Correction, Dataset, DatasetItem, DroppedRow, Membership, Project
 from piggyback.admin_base import RUN_LIST, BackgroundRunAdmin
 
 
@@ -32,10 +32,10 @@ class MembershipAdmin(admin.ModelAdmin):
 
 @admin.register(Dataset)
 class DatasetAdmin(BackgroundRunAdmin):
-    list_display = ("name", "project", "format") + RUN_LIST
+    list_display = ("name", "version", "project", "format") + RUN_LIST
     list_filter = ("status", "format", "level", "created_at")
     search_fields = ("name", "project__name", "questions_original_name", "images_original_name")
-    raw_id_fields = ("project", "created_by")
+    raw_id_fields = ("project", "created_by", "parent", "root")
 
 
 @admin.register(DatasetItem)
@@ -53,3 +53,12 @@ class DroppedRowAdmin(admin.ModelAdmin):
     list_filter = ("reason_code",)
     search_fields = ("reason", "image", "question", "dataset__name")
     raw_id_fields = ("dataset",)
+
+
+@admin.register(Correction)
+class CorrectionAdmin(admin.ModelAdmin):
+    list_display = ("question", "answer", "accepted", "dataset", "applied_in", "created_by", "created_at")
+    list_filter = ("accepted", "created_at")
+    search_fields = ("question", "answer", "image_original_name", "dataset__name")
+    raw_id_fields = ("dataset", "prediction", "applied_in", "created_by")
+    list_select_related = ("dataset", "applied_in", "created_by")

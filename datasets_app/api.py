@@ -9,6 +9,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
@@ -66,8 +67,8 @@ class DatasetViewSet(TenantViewSetMixin, mixins.ListModelMixin, mixins.RetrieveM
     serializer_class = DatasetSerializer
     parser_classes = [MultiPartParser, FormParser, JSONParser]
     role_by_action = {"items": "viewer", "report": "viewer", "stats": "viewer", "item_image": "viewer",
-                      "retry": "editor", "cancel": "editor"}
-    throttle_scopes = {"create": "upload", "retry": "job"}  # rate-limit classes (piggyback/throttling.py)
+                      "retry": "editor", "cancel": "editor", "versions": "editor"}
+    throttle_scopes = {"create": "upload", "retry": "job", "versions": "job"}  # rate-limit classes (piggyback/throttling.py)
 
     def get_renderers(self):
         if getattr(self, "action", None) == "report":
@@ -166,3 +167,20 @@ class DatasetViewSet(TenantViewSetMixin, mixins.ListModelMixin, mixins.RetrieveM
         services.cancel_cleaning(dataset)
         dataset.refresh_from_db()
         return Response(DatasetSerializer(dataset).data)
+
+    @extend_schema(request=None, responses={202: DatasetSerializer,
+                                            400: OpenApiResponse(description="not ready, or no pending corrections"),
+                                            403: OpenApiResponse(description="Needs the editor role")},
+                   summary="Create version N+1: the items plus the pending corrections (a new, immutable dataset)")
+    @action(detail=True, methods=["post"])
+    def versions(self, request, pk=None):
+        """The new version has its own id, ``version`` and ``parent``; its merge and cleaning run in the background
+        like an upload's cleaning (same report). Image files are shared with earlier versions, not copied."""
+        from datasets_app.versions import VersionError, create_version
+
+        dataset = self.get_object()
+        try:
+            version = create_version(request.user, dataset)
+        except VersionError as exc:
+            raise ValidationError({"detail": str(exc)})
+        return Response(DatasetSerializer(version, context={"request": request}).data, status=status.HTTP_202_ACCEPTED)

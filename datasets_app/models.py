@@ -101,6 +101,13 @@ class Dataset(BackgroundRun):
     warnings = models.JSONField(default=list, blank=True)
     level = models.CharField(max_length=10, blank=True, default="", help_text="success | warning")
     stats = models.JSONField(default=dict, blank=True, help_text="Exploration charts data")
+    # Versions: an upload is version 1; "create version N+1" makes an immutable new dataset holding the
+    # parent's items plus the pending corrections (image files are shared with the parent, not copied).
+    version = models.PositiveIntegerField(default=1)
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.RESTRICT, related_name="versions",
+                               help_text="The dataset this version was made from")
+    root = models.ForeignKey("self", null=True, blank=True, on_delete=models.RESTRICT, related_name="+",
+                             help_text="Version 1 of this lineage (empty for version 1 itself)")
 
     objects = TenantManager()
 
@@ -108,7 +115,15 @@ class Dataset(BackgroundRun):
         ordering = ["-created_at"]
 
     def __str__(self):
-        return self.name
+        return self.name if self.version == 1 else f"{self.name} v{self.version}"
+
+    @property
+    def lineage_root_id(self) -> int:
+        return self.root_id or self.pk
+
+    @property
+    def is_version(self) -> bool:
+        return self.parent_id is not None
 
 
 class DatasetItem(models.Model):
@@ -162,3 +177,36 @@ class DroppedRow(models.Model):
 
     class Meta:
         ordering = ["dataset", "row", "id"]
+
+
+class Correction(models.Model):
+    """An expert's answer to one (image, question), waiting to go into the next version of ``dataset``.
+
+    ``applied_in`` is empty while pending; creating version N+1 of ``dataset`` claims every pending
+    correction. ``accepted``: the expert confirmed the model's own answer."""
+
+    TENANT_PATH = "dataset__project"
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="corrections")
+    prediction = models.ForeignKey("evaluation_app.Prediction", null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="corrections")
+    image = models.CharField(max_length=300, help_text="Storage name of the image (shared, not copied)")
+    image_original_name = models.CharField(max_length=300, blank=True, default="")
+    question = models.TextField()
+    answer = models.CharField(max_length=300, help_text="The answer as the expert typed it")
+    accepted = models.BooleanField(default=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    applied_in = models.ForeignKey(Dataset, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="applied_corrections")
+
+    objects = TenantManager()
+
+    class Meta:
+        ordering = ["dataset", "created_at", "pk"]
+        indexes = [models.Index(fields=["dataset", "applied_in"])]
+
+    def __str__(self):
+        return f"{self.question[:60]} → {self.answer}"

@@ -12,6 +12,7 @@ class DatasetSerializer(serializers.ModelSerializer):
     project_name = serializers.CharField(source="project.name", read_only=True)
     message = serializers.SerializerMethodField(help_text="The state in plain words, for people.")
     detail_url = serializers.SerializerMethodField()
+    pending_corrections = serializers.SerializerMethodField()
 
     class Meta:
         model = Dataset
@@ -19,8 +20,13 @@ class DatasetSerializer(serializers.ModelSerializer):
             "id", "project", "project_name", "name", "format", "status", "progress", "stage", "error",
             "message", "counts", "level", "warnings", "has_answers", "images_original_name",
             "questions_original_name", "attempts", "created_at", "started_at", "finished_at", "detail_url",
+            "version", "parent", "root", "pending_corrections",
         ]
         read_only_fields = fields
+
+    def get_pending_corrections(self, obj) -> int:
+        """Corrections waiting to go into the next version of this dataset."""
+        return obj.corrections.filter(applied_in__isnull=True).count()
 
     def get_message(self, obj) -> str:
         c = obj.counts or {}

@@ -15,7 +15,7 @@ from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import default_storage
 from django.db import transaction
-from django.db.models import ProtectedError
+from django.db.models import ProtectedError, RestrictedError
 
 from datasets_app.models import Dataset, DatasetItem, Project
 from piggyback import files, jobs
@@ -185,12 +185,14 @@ def create_dataset(user, project: Project, name: str, *, images, questions, anno
 def retry_cleaning(dataset: Dataset) -> str:
     """Queue the cleaning again for a failed or cancelled dataset."""
     from datasets_app.jobs import clean_dataset_job
+    from datasets_app.versions import version_dataset_job
 
     dataset.refresh_from_db()
     if dataset.status not in (RunStatus.FAILED, RunStatus.CANCELLED):
         raise UploadError("Only a dataset whose cleaning failed or was cancelled can be cleaned again.")
+    job = version_dataset_job if dataset.parent_id is not None else clean_dataset_job  # a version merges again
     with transaction.atomic():
-        return jobs.enqueue(dataset, clean_dataset_job, queue="default")
+        return jobs.enqueue(dataset, job, queue="default")
 
 
 def cancel_cleaning(dataset: Dataset) -> bool:
@@ -234,11 +236,18 @@ def delete_dataset(dataset: Dataset) -> None:
         with transaction.atomic():
             dataset.delete()
             transaction.on_commit(lambda: delete_stored_files(snapshot))
-    except ProtectedError as exc:
-        n = len(exc.protected_objects)
-        raise DatasetInUse(
-            f"“{dataset.name}” was used to train {n} model{'s' if n != 1 else ''}. Delete "
-            f"{'those training runs' if n != 1 else 'that training run'} first.") from exc
+    except (ProtectedError, RestrictedError) as exc:
+        n = dataset.training_runs.count()
+        others = [f"{c} {label}{'s' if c != 1 else ''}" for c, label in
+                  ((Dataset.objects.filter(parent=dataset).count(), "newer version"),
+                   (dataset.evaluations.count(), "evaluation")) if c]
+        also = f" It is also used by {' and '.join(others)}." if others else ""
+        if n:
+            raise DatasetInUse(
+                f"“{dataset.name}” was used to train {n} model{'s' if n != 1 else ''}. Delete "
+                f"{'those training runs' if n != 1 else 'that training run'} first.{also}") from exc
+        raise DatasetInUse(f"“{dataset}” is still used by {' and '.join(others) or 'other data'}; delete "
+                           "those first.") from exc
 
 
 # ------------------------------------------------------------------------------------------------
@@ -320,17 +329,23 @@ def training_items(dataset: Dataset, *, labelled_only: bool = False) -> tuple[li
     ``answers`` is ``[]`` for unlabelled rows (pass ``labelled_only=True`` to skip them)."""
     if dataset.status != RunStatus.SUCCEEDED:
         raise UploadError(f"The dataset “{dataset.name}” is not ready yet (its cleaning is {dataset.status}).")
-    prefix = images_prefix(dataset) + "/"
     qs = DatasetItem.objects.filter(dataset=dataset).order_by("row", "pk").values_list(
-        "pk", "image", "question", "answers", "answer_type", "question_type", "row")
+        "pk", "image", "question", "answers", "answer_type", "question_type", "row", "image_original_name")
+    rows = [r for r in qs.iterator(chunk_size=5000) if r[3] or not labelled_only]
+    if dataset.parent_id is not None:  # a version shares the image files of earlier versions and evaluations
+        from datasets_app.versions import image_root_for
+
+        root, prefix = image_root_for(dataset, (r[1] for r in rows))
+    else:
+        root, prefix = None, images_prefix(dataset)
+    prefix += "/"
     items = []
-    for pk, image, question, answers, atype, qtype, row in qs.iterator(chunk_size=5000):
-        if labelled_only and not answers:
-            continue
+    for pk, image, question, answers, atype, qtype, row, original in rows:
         rel = image[len(prefix):] if image.startswith(prefix) else PurePosixPath(image).name
         items.append({"id": pk, "image": rel, "question": question, "answers": list(answers or []),
-                      "answer_type": atype, "question_type": qtype, "row": row})
-    return items, dataset_image_root(dataset)
+                      "answer_type": atype, "question_type": qtype, "row": row, "stored": image,
+                      "image_original_name": original})
+    return items, root if root is not None else dataset_image_root(dataset)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -12,5 +12,6 @@ urlpatterns = [
     path("<int:pk>/retry/", v.retry, name="retry"),
     path("<int:pk>/cancel/", v.cancel, name="cancel"),
     path("<int:pk>/delete/", v.delete, name="delete"),
+    path("<int:pk>/versions/", v.new_version, name="new_version"),
     path("items/<int:item_id>/image", v.item_image, name="item_image"),
 ]

@@ -11,7 +11,7 @@ from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_POST
 
 from audit import trail as audit
-from datasets_app import services
+from datasets_app import services, versions
 from datasets_app.forms import DatasetUploadForm
 from datasets_app.models import Dataset, DatasetItem
 from datasets_app.project_views import get_project
@@ -20,6 +20,7 @@ from piggyback.tenancy import has_role
 
 ITEMS_PER_PAGE = 24
 REPORT_ROWS_SHOWN = 100
+PENDING_SHOWN = 50
 
 
 def get_dataset(user, pk, role="viewer") -> Dataset:
@@ -113,7 +114,25 @@ def detail(request, pk):
         "is_owner": role == "owner",
         "train_url": train_url(dataset),
         "api_url": f"/api/v1/datasets/{dataset.pk}/",
+        "versions": list(versions.lineage(dataset)),
+        "pending": versions.pending_corrections(dataset).select_related("created_by")[:PENDING_SHOWN],
+        "pending_total": versions.pending_corrections(dataset).count(),
     })
+
+
+@login_required
+@require_POST
+def new_version(request, pk):
+    """Create version N+1 from the pending corrections (an immutable new dataset; its merge runs as a job)."""
+    dataset = get_dataset(request.user, pk, "editor")
+    try:
+        version = versions.create_version(request.user, dataset)
+    except versions.VersionError as exc:
+        messages.error(request, str(exc))
+        return redirect("datasets:detail", pk=dataset.pk)
+    messages.success(request, f"Version {version.version} of “{dataset.name}” is being made from "
+                              f"{version.applied_corrections.count()} corrections.")
+    return redirect("datasets:detail", pk=version.pk)
 
 
 @login_required

@@ -10,7 +10,8 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ValidationError
-from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.generics import GenericAPIView
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -19,10 +20,15 @@ from datasets_app.models import Project
 from evaluation_app import services
 from evaluation_app.models import Evaluation, Prediction
 from evaluation_app.serializers import (
+    MAX_ID,
+    CorrectionRequestSerializer,
+    CorrectionSerializer,
     EvaluationCreateSerializer,
     EvaluationSerializer,
+    LeaderboardRowSerializer,
     PredictionSerializer,
     PredictRequestSerializer,
+    ReviewItemSerializer,
 )
 from gpu_worker import UserFacingError
 from piggyback.api import TenantViewSetMixin, require_project_role
@@ -41,6 +47,19 @@ def filter_predictions(qs, params):
     if params.get("wrong") in ("1", "true", "yes", "on"):
         qs = qs.filter(vqa_score__lt=1)
     return qs
+
+
+def _project_dataset(project, pk: int):
+    """A dataset of ``project`` (400 naming the problem otherwise: another project's or unknown id)."""
+    from datasets_app.models import Dataset
+
+    dataset = Dataset.objects.filter(project=project, pk=pk).first()
+    if dataset is None:
+        raise ValidationError({"dataset": f"Dataset {pk} is not a dataset of the project “{project.name}”."})
+    if dataset.status != "succeeded":
+        raise ValidationError({"dataset": f"The dataset “{dataset}” is not ready (its cleaning is {dataset.status}); "
+                                          "evaluate on a ready dataset."})
+    return dataset
 
 
 class _PredictBase(APIView):
@@ -113,7 +132,8 @@ class EvaluationViewSet(TenantViewSetMixin, mixins.ListModelMixin, mixins.Retrie
 
     queryset = Evaluation.objects.all().order_by("-created_at")
     serializer_class = EvaluationSerializer
-    parser_classes = [MultiPartParser, FormParser]
+    parser_classes = [MultiPartParser, FormParser, JSONParser]
+    role_by_action = {"review": "viewer"}
     throttle_scopes = {"create": "job", "retry": "job"}  # piggyback/throttling.py
 
     def get_queryset(self):
@@ -121,8 +141,11 @@ class EvaluationViewSet(TenantViewSetMixin, mixins.ListModelMixin, mixins.Retrie
         project = self.request.query_params.get("project")
         return qs.filter(project_id=project) if str(project or "").isdigit() else qs
 
-    @extend_schema(request={"multipart/form-data": EvaluationCreateSerializer},
-                   responses={201: EvaluationSerializer}, tags=["evaluation"])
+    @extend_schema(request={"multipart/form-data": EvaluationCreateSerializer,
+                            "application/json": EvaluationCreateSerializer},
+                   responses={201: EvaluationSerializer, 400: OpenApiResponse(description="Bad input, e.g. a dataset "
+                                                                               "of another project or not ready")},
+                   tags=["evaluation"])
     def create(self, request, *args, **kwargs):
         from training_app.models import PretrainedModel, TrainingRun
 
@@ -137,10 +160,16 @@ class EvaluationViewSet(TenantViewSetMixin, mixins.ListModelMixin, mixins.Retrie
         if target is None:
             raise NotFound("No such training run in this project, or no such zero-shot model.")
         require_project_role(request.user, project, "editor")
+        params = {k: v[k] for k in ("top_k", "num_beams", "max_new_tokens") if k in v}
         try:
-            evaluation = services.create_evaluation(
-                request.user, project, target, images_file=v["images"], questions_file=v["questions"],
-                params={k: v[k] for k in ("top_k", "num_beams", "max_new_tokens") if k in v}, name=v.get("name", ""))
+            if v.get("dataset") is not None:
+                dataset = _project_dataset(project, v["dataset"])
+                evaluation = services.create_dataset_evaluation(request.user, project, target, dataset, params=params,
+                                                                name=v.get("name", ""))
+            else:
+                evaluation = services.create_evaluation(
+                    request.user, project, target, images_file=v["images"], questions_file=v["questions"],
+                    params=params, name=v.get("name", ""))
         except DjangoValidationError as exc:
             raise ValidationError({"detail": _message(exc)})
         except UserFacingError as exc:
@@ -160,6 +189,19 @@ class EvaluationViewSet(TenantViewSetMixin, mixins.ListModelMixin, mixins.Retrie
         page = self.paginate_queryset(qs)
         return self.get_paginated_response(PredictionSerializer(page, many=True, context={"request": request}).data)
 
+
+    @extend_schema(
+        parameters=[OpenApiParameter("pending", bool, description="Only predictions nobody has reviewed yet")],
+        responses=ReviewItemSerializer(many=True), tags=["evaluation"],
+        summary="Review queue: the predictions the model is least sure of first")
+    @action(detail=True, methods=["get"])
+    def review(self, request, pk=None):
+        """Lowest confidence first; ties broken by the smallest gap between the two best answers."""
+        evaluation = self.get_object()
+        qs = services.review_queue(evaluation, pending_only=request.query_params.get("pending") in
+                                   ("1", "true", "yes", "on"))
+        page = self.paginate_queryset(qs)
+        return self.get_paginated_response(ReviewItemSerializer(page, many=True, context={"request": request}).data)
 
     @extend_schema(request=None, responses=EvaluationSerializer, tags=["evaluation"])
     @action(detail=True, methods=["post"])
@@ -264,3 +306,72 @@ class PredictionFileView(APIView):
         if not name:
             raise NotFound("This prediction has no such file.")
         return serve_file(name, download_name=f"prediction-{prediction.pk}-{which}.png")
+
+
+class CorrectPredictionView(APIView):
+    """Record the right answer to a prediction's question (or accept the model's answer) for a dataset:
+    by default the one the prediction's run was trained on. It goes into the dataset's next version."""
+
+    parser_classes = [JSONParser, MultiPartParser, FormParser]
+
+    @extend_schema(operation_id="predictions_correct", request=CorrectionRequestSerializer,
+                   responses={201: CorrectionSerializer, 200: CorrectionSerializer,
+                              400: OpenApiResponse(description="Empty answer, a dataset of another project, a "
+                                                               "zero-shot prediction without dataset"),
+                              403: OpenApiResponse(description="Needs the editor role"),
+                              404: OpenApiResponse(description="Not yours")},
+                   tags=["evaluation"])
+    def post(self, request, pk):
+        from datasets_app.models import Dataset
+        from datasets_app.versions import VersionError, record_correction
+
+        prediction = get_object_or_404(
+            Prediction.objects.for_user(request.user).select_related("project", "training_run__dataset"), pk=pk)
+        if not services.can_see_files(request.user, prediction):
+            raise NotFound("No Prediction matches the given query.")
+        data = CorrectionRequestSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        require_project_role(request.user, prediction.project, "editor")
+        dataset = None
+        if v.get("dataset") is not None:
+            dataset = Dataset.objects.filter(project_id=prediction.project_id, pk=v["dataset"]).first()
+            if dataset is None:
+                raise ValidationError({"dataset": f"Dataset {v['dataset']} is not a dataset of this prediction's "
+                                                  "project."})
+        try:
+            correction, created = record_correction(request.user, prediction, v.get("answer", ""), dataset=dataset,
+                                                    accepted=v.get("accept", False))
+        except VersionError as exc:
+            raise ValidationError({exc.field or "detail": str(exc)})
+        return Response(CorrectionSerializer(correction).data,
+                        status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+
+class LeaderboardView(GenericAPIView):
+    """Every fine-tuned run and zero-shot model evaluated on one dataset of the project, best VQA accuracy first
+    (the latest finished evaluation of each)."""
+
+    serializer_class = LeaderboardRowSerializer
+
+    @extend_schema(operation_id="projects_leaderboard",
+                   parameters=[OpenApiParameter("dataset", OpenApiTypes.INT, required=True,
+                                                description="The evaluation dataset (a dataset of the project)")],
+                   responses={200: LeaderboardRowSerializer(many=True),
+                              400: OpenApiResponse(description="dataset missing, not a number, or not in the project"),
+                              404: OpenApiResponse(description="Not your project")},
+                   tags=["evaluation"])
+    def get(self, request, pk):
+        from datasets_app.models import Dataset
+        from evaluation_app.leaderboard import leaderboard
+
+        project = get_object_or_404(Project.objects.for_user(request.user), pk=pk)
+        raw = str(request.query_params.get("dataset") or "")
+        if not raw.isdigit() or not 0 < int(raw) <= MAX_ID:
+            raise ValidationError({"dataset": "Give ?dataset=<id> of a dataset of this project."})
+        dataset = Dataset.objects.filter(project=project, pk=int(raw)).first()
+        if dataset is None:
+            raise ValidationError({"dataset": f"Dataset {raw} is not a dataset of the project “{project.name}”."})
+        rows = leaderboard(project, dataset)
+        page = self.paginate_queryset(rows)
+        return self.get_paginated_response(LeaderboardRowSerializer(page, many=True).data)

@@ -13,5 +13,7 @@ urlpatterns = [
     path("evaluations/<int:pk>/predictions.csv", api.EvaluationCsvView.as_view(), name="api-evaluation-csv"),
     path("evaluations/<int:pk>/annotated.zip", api.EvaluationZipView.as_view(), name="api-evaluation-zip"),
     path("predictions/<int:pk>/files/<str:which>/", api.PredictionFileView.as_view(), name="api-prediction-file"),
+    path("predictions/<int:pk>/correct/", api.CorrectPredictionView.as_view(), name="api-prediction-correct"),
+    path("projects/<int:pk>/leaderboard/", api.LeaderboardView.as_view(), name="api-project-leaderboard"),
     *router.urls,
 ]

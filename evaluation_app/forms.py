@@ -45,3 +45,28 @@ class BatchForm(forms.Form):
                                 help_text="Same format as for training: image, question and, optionally, answer.",
                                 widget=forms.ClearableFileInput(attrs={"accept": ".csv,.tsv,.txt,.json,.jsonl"}))
     name = forms.CharField(max_length=120, required=False, label="Name (optional)")
+
+
+class DatasetEvalForm(forms.Form):
+    """Evaluate on a ready dataset of the project (no upload)."""
+
+    dataset = forms.TypedChoiceField(coerce=int, label="Evaluate on", choices=())
+    name = forms.CharField(max_length=120, required=False, label="Name (optional)")
+
+    def __init__(self, *args, datasets=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["dataset"].choices = [(d.pk, f"{d} · {d.counts.get('rows_kept', 0)} questions") for d in datasets]
+
+
+class ReviewForm(forms.Form):
+    """One step of the review queue: accept the model's answer, or type the right one."""
+
+    prediction = forms.IntegerField(min_value=1, max_value=2**31 - 1, widget=forms.HiddenInput)
+    answer = forms.CharField(max_length=300, required=False, label="Right answer")
+    action = forms.ChoiceField(choices=[("accept", "Accept"), ("correct", "Correct"), ("skip", "Skip")],
+                               required=False)
+    dataset = forms.TypedChoiceField(coerce=int, required=False, label="Corrections go into", choices=())
+
+    def __init__(self, *args, datasets=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["dataset"].choices = [(d.pk, str(d)) for d in datasets]

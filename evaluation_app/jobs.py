@@ -3,13 +3,14 @@ draw each overlay once, store predictions + metrics, and pack the downloads."""
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
 
 from django.db import transaction
 from PIL import Image
 
 from evaluation_app import exports, model_cache
-from evaluation_app.models import Prediction
+from evaluation_app.models import Prediction, margin_of
 from gpu_worker import Cancelled, UserFacingError
 from piggyback.files import local_copy, save_local, save_tree
 from piggyback.jobs import background_job
@@ -22,6 +23,28 @@ def _scaled(reporter, start, span):
     def report(progress, stage="", metrics=None):
         reporter(start + span * max(0.0, min(1.0, float(progress))), stage)
     return report
+
+
+def _dataset_items(row):
+    """(items, local image root, {relative image: storage name}) of the evaluated dataset."""
+    from datasets_app.services import UploadError, training_items
+
+    try:
+        items, image_root = training_items(row.dataset)
+    except UploadError as exc:
+        raise UserFacingError(str(exc)) from exc
+    if not items:
+        raise UserFacingError(f"The dataset “{row.dataset}” has no questions to evaluate.")
+    return items, image_root, {it["image"]: it["stored"] for it in items}
+
+
+def _parameter_count(adapter):
+    """Parameters of the loaded model (its size on the leaderboard); None when it is not a torch module."""
+    model = getattr(adapter, "model", None)
+    try:
+        return int(sum(p.numel() for p in model.parameters()))
+    except (AttributeError, TypeError):
+        return None
 
 
 @background_job("evaluation_app.Evaluation")
@@ -37,28 +60,40 @@ def batch_eval_job(row, reporter):
     prefix = f"projects/{row.project_id}/evaluations/{row.pk}"
     params = dict(row.params or {})
     with tempfile.TemporaryDirectory(prefix="pb-eval-") as tmp:
-        # 1. validate the upload exactly like a dataset upload (answers optional)
-        reporter(0.0, "Checking your upload", force=True)
-        result = clean_dataset(
-            local_copy(row.questions_file.name), local_copy(row.images_file.name), tmp,
-            report=_scaled(reporter, 0.0, _CLEAN), should_cancel=reporter.should_cancel,
-            questions_name=params.get("questions_name"), images_name=params.get("images_name"),
-        )
-        items = result.items
-        counts = dict(result.counts, level=result.level, dropped=result.dropped[:200],
-                      dropped_images=result.dropped_images[:200])
-        row._update(counts=counts, warnings=list(result.warnings), output_dir=prefix)
-        stored = {p.split("/images/", 1)[1]: p for p in save_tree(Path(result.image_root), f"{prefix}/images")}
+        if row.dataset_id is not None:
+            # 1'. a ready dataset of the project: its cleaned items and stored images (shared, not copied)
+            reporter(0.0, f"Reading the dataset “{row.dataset}”", force=True)
+            items, image_root, stored = _dataset_items(row)
+            counts = {"rows_in": len(items), "rows_kept": len(items), "rows_dropped": 0, "level": "success",
+                      "images_kept": len(stored),
+                      "dataset": row.dataset_id, "dataset_version": row.dataset.version}
+            row._update(counts=counts, warnings=[], output_dir=prefix)
+        else:
+            # 1. validate the upload exactly like a dataset upload (answers optional)
+            reporter(0.0, "Checking your upload", force=True)
+            result = clean_dataset(
+                local_copy(row.questions_file.name), local_copy(row.images_file.name), tmp,
+                report=_scaled(reporter, 0.0, _CLEAN), should_cancel=reporter.should_cancel,
+                questions_name=params.get("questions_name"), images_name=params.get("images_name"),
+            )
+            items, image_root = result.items, result.image_root
+            counts = dict(result.counts, level=result.level, dropped=result.dropped[:200],
+                          dropped_images=result.dropped_images[:200])
+            row._update(counts=counts, warnings=list(result.warnings), output_dir=prefix)
+            stored = {p.split("/images/", 1)[1]: p for p in save_tree(Path(image_root), f"{prefix}/images")}
 
         # 2. predict (the model stays cached in this worker for the next evaluation)
         gen = {k: v for k, v in params.items() if k in ("num_beams", "max_new_tokens")}
         explain = model_of(target).can_explain
         reporter(_CLEAN, f"Answering {len(items):,} questions", force=True)
         with model_cache.use_model(model_cache.model_folder_for(target), model_cache.registry_key_for(target)) as adapter:
-            preds = predict_batch(adapter, items, result.image_root, top_k=int(params.get("top_k", 5)),
+            started = time.perf_counter()
+            preds = predict_batch(adapter, items, str(image_root), top_k=int(params.get("top_k", 5)),
                                   batch_size=int(params.get("batch_size", 256)), explain=explain,
                                   report=_scaled(reporter, _CLEAN, _PREDICT), should_cancel=reporter.should_cancel,
                                   **gen)
+            predict_seconds = time.perf_counter() - started
+            parameters = _parameter_count(adapter)
 
         # 3. overlays, drawn once (an image is decoded once for all its questions) and shown again from storage
         overlays = []
@@ -74,7 +109,7 @@ def batch_eval_job(row, reporter):
             if item["image"] not in opened:
                 if len(opened) >= 256:  # bounded memory for huge evaluations
                     opened.clear()
-                with Image.open(Path(result.image_root) / item["image"]) as im:
+                with Image.open(Path(image_root) / item["image"]) as im:
                     opened[item["image"]] = im.convert("RGB")
             overlays.append(store_overlay(opened[item["image"]], pred["regions"][:5],
                                           f"projects/{row.project_id}/overlays/eval-{row.pk}/{i + 1}-boxes.png"))
@@ -90,7 +125,7 @@ def batch_eval_job(row, reporter):
                 row=item.get("row"), image=stored.get(item["image"], ""),
                 image_original_name=str(item.get("image_original_name", ""))[:300], question=item["question"],
                 answer=str(pred["answer"])[:300], confidence=float(pred.get("confidence") or 0.0),
-                top_k=pred.get("top_k") or [], regions=(pred.get("regions") or [])[:5], overlay=overlay,
+                margin=margin_of(pred.get("top_k"), pred.get("confidence")), top_k=pred.get("top_k") or [], regions=(pred.get("regions") or [])[:5], overlay=overlay,
                 expected_answers=item.get("answers") or [], answer_type=item.get("answer_type", ""),
                 question_type=item.get("question_type", "")[:60],
                 vqa_score=vqa_score(pred["answer"], item["answers"]) if item.get("answers") else None,
@@ -99,7 +134,9 @@ def batch_eval_job(row, reporter):
             for item, pred, overlay in zip(items, preds, overlays)
         ]
         labelled = sum(1 for it in items if it.get("answers"))
-        metrics = {"count": len(items), "labelled": labelled}
+        metrics = {"count": len(items), "labelled": labelled, "predict_seconds": round(predict_seconds, 3),
+                   "questions_per_second": round(len(items) / predict_seconds, 2) if predict_seconds > 0 else None,
+                   "model_parameters": parameters}
         if labelled:
             metrics.update(evaluate([p["answer"] for p in preds], items))
             metrics["labelled"] = labelled

@@ -9,6 +9,14 @@ from piggyback.jobs import BackgroundRun
 from piggyback.tenancy import TenantManager
 
 
+def margin_of(top_k, confidence) -> float:
+    """Gap between the two best answers' scores (the single answer's score when there is only one)."""
+    scores = sorted((float(t.get("score") or 0.0) for t in (top_k or []) if isinstance(t, dict)), reverse=True)
+    if len(scores) >= 2:
+        return round(scores[0] - scores[1], 6)
+    return round(scores[0] if scores else float(confidence or 0.0), 6)
+
+
 class Evaluation(BackgroundRun):
     JOB_PREFIX = "eval"
     QUEUE = "gpu"
@@ -21,6 +29,10 @@ class Evaluation(BackgroundRun):
     model = models.ForeignKey(
         "training_app.PretrainedModel", null=True, blank=True, on_delete=models.PROTECT, related_name="evaluations",
         help_text="Zero-shot model (when no training run is given)",
+    )
+    dataset = models.ForeignKey(
+        "datasets_app.Dataset", null=True, blank=True, on_delete=models.RESTRICT, related_name="evaluations",
+        help_text="A ready dataset of the project evaluated instead of uploaded files",
     )
     name = models.CharField(max_length=120, blank=True, default="")
     created_by = models.ForeignKey(
@@ -71,6 +83,8 @@ class Prediction(models.Model):
     question = models.TextField()
     answer = models.CharField(max_length=300)
     confidence = models.FloatField(default=0)
+    margin = models.FloatField(null=True, blank=True,
+                               help_text="Score gap between the top two answers (review order breaks ties by it)")
     top_k = models.JSONField(default=list, blank=True)
     regions = models.JSONField(default=list, blank=True)
     overlay = models.CharField(max_length=300, blank=True, default="", help_text="Storage name of the boxes overlay")

@@ -420,6 +420,30 @@ def create_evaluation(user, project, target, *, images_file, questions_file, par
     return evaluation
 
 
+def create_dataset_evaluation(user, project, target, dataset, *, params: dict | None = None,
+                              name: str = "") -> Evaluation:
+    """Evaluate on a ready dataset of the project (its cleaned items and stored images; nothing is uploaded)."""
+    from evaluation_app.jobs import batch_eval_job
+    from training_app.models import TrainingRun
+
+    require_editor(user, project)
+    check_target(target)
+    if dataset.project_id != project.pk:
+        raise ValidationError(f"Dataset {dataset.pk} is not a dataset of the project “{project.name}”.")
+    if dataset.status != "succeeded":
+        raise ValidationError(f"The dataset “{dataset}” is not ready (its cleaning is {dataset.status}); "
+                              "evaluate on a ready dataset.")
+    is_run = isinstance(target, TrainingRun)
+    with transaction.atomic():
+        evaluation = Evaluation.objects.create(
+            project=project, created_by=user, training_run=target if is_run else None,
+            model=None if is_run else target, dataset=dataset, images_file="", questions_file="",
+            params={**clamp_params(target, params or {}), "dataset_name": str(dataset)[:200]},
+            name=(name or f"{target} on {dataset}")[:120])
+        enqueue(evaluation, batch_eval_job)
+    return evaluation
+
+
 def retry_evaluation(user, evaluation: Evaluation) -> str:
     """Queue a failed or cancelled evaluation again with the files it already stored.
 
@@ -438,3 +462,18 @@ def retry_evaluation(user, evaluation: Evaluation) -> str:
 def _questions_name(f) -> str:
     ext = Path(getattr(f, "name", "") or "").suffix.lower()
     return "questions" + (ext if ext in (".csv", ".tsv", ".txt", ".json", ".jsonl") else ".csv")
+
+
+# ------------------------------------------------------------------------------------------ review
+def review_queue(evaluation: Evaluation, *, pending_only: bool = False):
+    """The evaluation's predictions, least sure first: lowest confidence, then the smallest gap between the
+    two best answers, then row. Each carries ``latest_correction`` (the last one recorded, or None)."""
+    from django.db.models import F, Prefetch
+
+    from datasets_app.models import Correction
+
+    qs = evaluation.predictions.all()
+    if pending_only:
+        qs = qs.filter(corrections__isnull=True)
+    return qs.order_by("confidence", F("margin").asc(nulls_last=True), "row", "pk").prefetch_related(
+        Prefetch("corrections", queryset=Correction.objects.order_by("-created_at", "-pk"), to_attr="_corrections"))

@@ -18,7 +18,7 @@ from datasets_app.models import Project
 from datasets_app.project_views import get_project
 from evaluation_app import exports, services
 from evaluation_app.api import filter_predictions
-from evaluation_app.forms import BatchForm, SampleForm, SingleForm
+from evaluation_app.forms import BatchForm, DatasetEvalForm, ReviewForm, SampleForm, SingleForm
 from evaluation_app.models import Evaluation, Prediction
 from gpu_worker import UserFacingError
 from piggyback.tenancy import has_role
@@ -31,7 +31,9 @@ def _workspace(request, project, target, *, base_url: str, title: str):
     is_run = not hasattr(target, "zero_shot")
     can_edit = project.user_can(request.user, "editor")
     mode = request.POST.get("mode") if request.method == "POST" else request.GET.get("tab", "sample")
-    forms = {"sample": SampleForm(prefix="s"), "single": SingleForm(prefix="q"), "batch": BatchForm(prefix="b")}
+    ready_datasets = list(project.datasets.filter(status="succeeded").order_by("name", "version"))
+    forms = {"sample": SampleForm(prefix="s"), "single": SingleForm(prefix="q"), "batch": BatchForm(prefix="b"),
+             "dataset": DatasetEvalForm(prefix="d", datasets=ready_datasets)}
     status_code = 200
     ready = True
     try:
@@ -44,9 +46,16 @@ def _workspace(request, project, target, *, base_url: str, title: str):
         if not can_edit:
             services.require_editor(request.user, project)  # 403 with a clear message
         cls = type(forms[mode])
-        form = forms[mode] = cls(request.POST, request.FILES, prefix=forms[mode].prefix)
+        extra = {"datasets": ready_datasets} if mode == "dataset" else {}
+        form = forms[mode] = cls(request.POST, request.FILES, prefix=forms[mode].prefix, **extra)
         if form.is_valid():
             try:
+                if mode == "dataset":
+                    chosen = next(d for d in ready_datasets if d.pk == form.cleaned_data["dataset"])
+                    evaluation = services.create_dataset_evaluation(request.user, project, target, chosen,
+                                                                    name=form.cleaned_data["name"])
+                    messages.success(request, f"Your evaluation on “{chosen}” is queued; this page follows it.")
+                    return redirect("evaluation:evaluation", pk=evaluation.pk)
                 if mode == "batch":
                     evaluation = services.create_evaluation(
                         request.user, project, target, images_file=form.cleaned_data["images"],
@@ -82,7 +91,8 @@ def _workspace(request, project, target, *, base_url: str, title: str):
     context = {
         "project": project, "target": target, "is_run": is_run, "title": title, "base_url": base_url,
         "model": services.model_of(target), "generative": services.is_generative(target), "ready": ready,
-        "can_edit": can_edit, "tab": mode if mode in forms else "sample",
+        "can_edit": can_edit, "tab": ("batch" if mode == "dataset" else mode) if mode in forms else "sample",
+        "ready_datasets": ready_datasets,
         "chosen_sample": request.POST.get("s-sample") or request.GET.get("sample", ""), "forms": forms, "shown": shown,
         "samples": samples, "samples_source": samples_source,
         "history": history.select_related("training_run", "model")[:8],
@@ -129,9 +139,104 @@ def evaluation_page(request, pk):
         "per_answer_type": sorted((metrics.get("per_answer_type") or {}).items()),
         "per_question_type": sorted((metrics.get("per_question_type") or {}).items(), key=lambda kv: kv[1]),
         "q": request.GET.get("q", ""), "wrong": request.GET.get("wrong") == "1", "query": query.urlencode(),
-        "target_url": (reverse("evaluation:run", args=[evaluation.training_run_id]) if evaluation.training_run_id
-                       else f"{reverse('evaluation:model', args=[evaluation.model_id])}?project={evaluation.project_id}"),
+        "target_url": _target_url(evaluation),
     })
+
+
+def _target_url(evaluation) -> str:
+    if evaluation.training_run_id:
+        return reverse("evaluation:run", args=[evaluation.training_run_id])
+    return f"{reverse('evaluation:model', args=[evaluation.model_id])}?project={evaluation.project_id}"
+
+
+def _correction_datasets(evaluation):
+    """Datasets a correction from this evaluation may go into (ready datasets of the project), and the default:
+    the run's training dataset, else the evaluated dataset."""
+    datasets = list(evaluation.project.datasets.filter(status="succeeded").order_by("name", "version"))
+    default = evaluation.training_run.dataset_id if evaluation.training_run_id else evaluation.dataset_id
+    return datasets, default
+
+
+@login_required
+def review_page(request, pk):
+    """The review queue, one prediction at a time, least sure first: Enter on an empty box accepts the model's
+    answer, a typed answer + Enter records a correction; the next prediction follows."""
+    from datasets_app.models import Dataset
+    from datasets_app.versions import VersionError, pending_corrections, record_correction
+
+    evaluation = get_object_or_404(
+        Evaluation.objects.for_user(request.user).select_related("project", "training_run", "model", "dataset"), pk=pk)
+    datasets, default = _correction_datasets(evaluation)
+    can_edit = has_role(request.user, evaluation.project, "editor")
+    chosen = request.POST.get("dataset") or request.GET.get("dataset") or default
+    chosen = int(chosen) if str(chosen or "").isdigit() and int(chosen) in {d.pk for d in datasets} else None
+    form = ReviewForm(request.POST or None, datasets=datasets, initial={"dataset": chosen})
+    status_code = 200
+    if request.method == "POST":
+        services.require_editor(request.user, evaluation.project)
+        if form.is_valid():
+            prediction = evaluation.predictions.filter(pk=form.cleaned_data["prediction"]).first()
+            action = form.cleaned_data["action"] or ("correct" if form.cleaned_data["answer"].strip() else "accept")
+            if prediction is None:
+                form.add_error(None, "That prediction is not part of this evaluation.")
+            elif action == "skip":
+                return redirect(f"{reverse('evaluation:review', args=[pk])}?after={prediction.pk}"
+                                + (f"&dataset={chosen}" if chosen else ""))
+            else:
+                target = Dataset.objects.filter(pk=form.cleaned_data["dataset"]).first() if form.cleaned_data[
+                    "dataset"] else None
+                try:
+                    record_correction(request.user, prediction, form.cleaned_data["answer"], dataset=target,
+                                      accepted=action == "accept")
+                except VersionError as exc:
+                    form.add_error(None, str(exc))
+                else:
+                    messages.success(request, f"Saved: “{prediction.question}” → "
+                                              f"{prediction.answer if action == 'accept' else form.cleaned_data['answer']}")
+                    return redirect(f"{reverse('evaluation:review', args=[pk])}"
+                                    + (f"?dataset={form.cleaned_data['dataset']}" if form.cleaned_data["dataset"] else ""))
+        status_code = 400
+    queue = services.review_queue(evaluation, pending_only=True)
+    after = request.GET.get("after")
+    if str(after or "").isdigit():  # skipped ones go to the end of this pass
+        queue = queue.exclude(pk=int(after))
+    upcoming = list(queue[:11])
+    current = upcoming[0] if upcoming else None
+    target = next((d for d in datasets if d.pk == chosen), None)
+    return render(request, "evaluation_app/review.html", {
+        "evaluation": evaluation, "project": evaluation.project, "current": current, "upcoming": upcoming[1:],
+        "form": form, "can_edit": can_edit, "datasets": datasets, "chosen": chosen, "target": target,
+        "reviewed": evaluation.predictions.filter(corrections__isnull=False).distinct().count(),
+        "total": evaluation.predictions.count(),
+        "pending_in_target": pending_corrections(target).count() if target else 0,
+        "target_url": _target_url(evaluation),
+    }, status=status_code)
+
+
+@login_required
+def leaderboard_page(request, project_pk):
+    """Every run and zero-shot model evaluated on one dataset, side by side; sortable, best first, with a chart."""
+    from evaluation_app.leaderboard import COLUMNS, evaluated_datasets, leaderboard
+
+    project = get_project(request.user, project_pk)
+    choices = list(evaluated_datasets(project))
+    raw = request.GET.get("dataset")
+    dataset = next((d for d in choices if str(d.pk) == str(raw)), None) if raw else (choices[0] if choices else None)
+    if raw and dataset is None:
+        messages.error(request, "Choose one of the datasets below: that one has no finished evaluation here.")
+    sort = request.GET.get("sort") if request.GET.get("sort") in COLUMNS else "vqa_accuracy"
+    rows = leaderboard(project, dataset, sort) if dataset else []
+    answer_types = sorted({t for r in rows for t in r["per_answer_type"]})
+    question_types = sorted({t for r in rows for t in r["per_question_type"]})
+    for r in rows:
+        r["answer_type_cells"] = [r["per_answer_type"].get(t) for t in answer_types]
+        r["question_type_cells"] = [r["per_question_type"].get(t) for t in question_types]
+    return render(request, "evaluation_app/leaderboard.html", {
+        "project": project, "datasets": choices, "dataset": dataset, "rows": rows, "sort": sort,
+        "columns": COLUMNS, "answer_types": answer_types, "question_types": question_types,
+        "chart": [{"label": r["target"]["name"], "value": r["vqa_accuracy"]} for r in rows
+                  if r["vqa_accuracy"] is not None],
+    }, status=400 if raw and dataset is None else 200)
 
 
 @login_required

@@ -1,11 +1,13 @@
 """/api/v1/models/ and /api/v1/training-runs/ (start, status + live metrics, cancel, resume, re-run, export)."""
 from __future__ import annotations
 
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 
@@ -17,6 +19,7 @@ from training_app import services
 from training_app.models import PretrainedModel, TrainingRun
 from training_app.serializers import (
     PretrainedModelSerializer,
+    RetrainSerializer,
     TrainingRunDetailSerializer,
     TrainingRunSerializer,
     TrainingRunStartSerializer,
@@ -50,8 +53,8 @@ class TrainingRunViewSet(TenantViewSetMixin, mixins.ListModelMixin, mixins.Retri
                          viewsets.GenericViewSet):
     queryset = TrainingRun.objects.all().order_by("-created_at")
     serializer_class = TrainingRunSerializer
-    role_by_action = {"export": "viewer"}
-    throttle_scopes = {"create": "job", "resume": "job", "rerun": "job"}  # piggyback/throttling.py
+    role_by_action = {"export": "viewer", "model_card": "viewer", "retrain": "editor"}
+    throttle_scopes = {"create": "job", "resume": "job", "rerun": "job", "retrain": "job"}  # piggyback/throttling.py
 
     def get_queryset(self):
         qs = TrainingRun.objects.for_user(self.request.user).select_related("model", "dataset").order_by("-created_at")
@@ -133,3 +136,37 @@ class TrainingRunViewSet(TenantViewSetMixin, mixins.ListModelMixin, mixins.Retri
         audit.record(audit.A.MODEL_EXPORTED, project=run.project, target=run, details={"model": run.model.key})
         return files.serve_file(name, download_name=f"piggyback-run-{run.pk}-{run.model.key}.zip", as_attachment=True)
 
+
+    @extend_schema(summary="Train again: the same model and settings on a newer version of the dataset",
+                   request=RetrainSerializer,
+                   responses={202: TrainingRunSerializer,
+                              400: OpenApiResponse(description="no newer version, another project's dataset, "
+                                                               "dataset not ready")})
+    @action(detail=True, methods=["post"])
+    def retrain(self, request, pk=None):
+        run = self.get_object()
+        ser = RetrainSerializer(data=request.data)
+        ser.is_valid(raise_exception=True)
+        dataset = None
+        if ser.validated_data.get("dataset") is not None:
+            dataset = Dataset.objects.filter(project_id=run.project_id, pk=ser.validated_data["dataset"]).first()
+            if dataset is None:
+                raise ValidationError({"dataset": f"Dataset {ser.validated_data['dataset']} is not a dataset of this "
+                                                  "run's project."})
+        try:
+            new = services.retrain(request.user, run, dataset)
+        except services.TrainingError as exc:
+            raise ValidationError({"detail": str(exc), "errors": exc.errors})
+        new.refresh_from_db()
+        return Response(TrainingRunSerializer(new, context={"request": request}).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(summary="The model card (README.md, Hugging Face model-card format)",
+                   responses={(200, "text/markdown"): OpenApiTypes.STR})
+    @action(detail=True, methods=["get"], url_path="model-card")
+    def model_card(self, request, pk=None):
+        from training_app.model_card import model_card
+
+        run = self.get_object()
+        response = HttpResponse(model_card(run), content_type="text/markdown; charset=utf-8")
+        response["Content-Disposition"] = f'inline; filename="run-{run.pk}-README.md"'
+        return response

@@ -27,6 +27,8 @@ class TrainingRunStartSerializer(serializers.Serializer):
 
 class TrainingRunSerializer(serializers.ModelSerializer):
     dataset_name = serializers.CharField(source="dataset.name", read_only=True)
+    dataset_version = serializers.IntegerField(source="dataset.version", read_only=True,
+                                               help_text="The version of the dataset this run trained on")
     model = serializers.CharField(source="model.key", read_only=True)
     model_name = serializers.CharField(source="model.name", read_only=True)
     duration_seconds = serializers.SerializerMethodField()
@@ -36,7 +38,7 @@ class TrainingRunSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = TrainingRun
-        fields = ["id", "name", "project", "dataset", "dataset_name", "model", "model_name", "status", "progress",
+        fields = ["id", "name", "project", "dataset", "dataset_name", "dataset_version", "model", "model_name", "status", "progress",
                   "stage", "error", "traceback", "preset", "params", "metrics", "vqa_accuracy", "device",
                   "attempts", "resumed_from", "warnings", "created_at", "started_at", "finished_at",
                   "duration_seconds", "urls"]
@@ -58,6 +60,7 @@ class TrainingRunSerializer(serializers.ModelSerializer):
             "page": f"/training/runs/{obj.pk}/",
             "evaluation": f"/evaluate/runs/{obj.pk}/",
             "export": f"/api/v1/training-runs/{obj.pk}/export/" if obj.status == "succeeded" else None,
+            "model_card": f"/api/v1/training-runs/{obj.pk}/model-card/",
         }
 
 
@@ -65,3 +68,9 @@ class TrainingRunDetailSerializer(TrainingRunSerializer):
     class Meta(TrainingRunSerializer.Meta):
         fields = TrainingRunSerializer.Meta.fields + ["log"]
         read_only_fields = fields
+
+
+class RetrainSerializer(serializers.Serializer):
+    dataset = serializers.IntegerField(required=False, min_value=1, max_value=2**31 - 1,
+                                       help_text="Dataset (version) of the run's project; default: the newest ready "
+                                                 "version above the one the run trained on")

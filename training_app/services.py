@@ -277,6 +277,27 @@ def resume_run(user, run: TrainingRun) -> TrainingRun:
     return run
 
 
+def retrain(user, run: TrainingRun, dataset=None) -> TrainingRun:
+    """Repeat a run's model and settings on another version of its dataset (default: the newest ready version
+    above the one it trained on)."""
+    from datasets_app.versions import newer_version
+
+    require_role(user, run, "editor")
+    if dataset is None:
+        dataset = newer_version(run.dataset)
+        if dataset is None:
+            msg = (f"“{run.dataset}” (version {run.dataset.version}) has no newer ready version; create one from the "
+                   "corrections first.")
+            raise TrainingError(msg, {"dataset": msg})
+    if dataset.project_id != run.project_id:
+        msg = f"Dataset {dataset.pk} is not a dataset of this run's project."
+        raise TrainingError(msg, {"dataset": msg})
+    new = start_run(user, dataset, run.model, params=dict(run.params), preset=run.preset or None,
+                    name=f"{run.model.name} on {dataset}")
+    new._update(resumed_from=run)
+    return new
+
+
 def rerun(user, run: TrainingRun) -> TrainingRun:
     """A new run with the same dataset, model and settings."""
     require_role(user, run, "editor")
@@ -352,3 +373,8 @@ def _write_export(run: TrainingRun, root: Path, model_dir: Path, tmp: Path) -> N
         acc = "n/a" if run.vqa_accuracy is None else f"{run.vqa_accuracy:.2f} %"
         zf.writestr("README.txt", EXPORT_README.format(name=run.name, model=run.model.key, family=run.model.family,
                                                        task=run.model.task, acc=acc))
+        from training_app.model_card import model_card
+
+        card = model_card(run)  # the Hugging Face model card, beside the files and inside the model folder
+        zf.writestr("README.md", card)
+        zf.writestr("model/README.md", card)

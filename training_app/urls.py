@@ -11,4 +11,5 @@ urlpatterns = [
     path("runs/<int:pk>/resume/", v.resume, name="resume"),
     path("runs/<int:pk>/rerun/", v.rerun, name="rerun"),
     path("runs/<int:pk>/export/", v.export, name="export"),
+    path("runs/<int:pk>/retrain/", v.retrain, name="retrain"),
 ]

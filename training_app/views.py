@@ -72,11 +72,39 @@ def start(request, dataset_pk):
 
 @login_required
 def detail(request, pk):
+    from datasets_app.versions import newer_version
+    from training_app.model_card import model_card
+
     run = get_run(request.user, pk)
     return render(request, "training_app/detail.html", {
         "run": run, "project": run.project, "can_edit": has_role(request.user, run, "editor"),
         "warnings": (run.metrics or {}).get("warnings") or [],
+        "newer_version": newer_version(run.dataset),
+        "model_card": model_card(run) if run.status == RunStatus.SUCCEEDED else "",
     })
+
+
+@login_required
+@require_POST
+def retrain(request, pk):
+    """Train again: the run's model and settings on a newer version of its dataset (the newest by default)."""
+    run = get_run(request.user, pk, "editor")
+    dataset = None
+    raw = request.POST.get("dataset", "")
+    if raw:
+        dataset = Dataset.objects.filter(project_id=run.project_id, pk=int(raw)).first() if raw.isdigit() and int(
+            raw) < 2**31 else None
+        if dataset is None:
+            messages.error(request, "Choose a dataset of this project.")
+            return redirect("training:detail", pk=run.pk)
+    try:
+        with transaction.atomic():
+            new = services.retrain(request.user, run, dataset)
+    except services.TrainingError as exc:
+        messages.error(request, str(exc))
+        return redirect("training:detail", pk=run.pk)
+    messages.success(request, f"Training again on {new.dataset}, with the settings of run {run.pk}.")
+    return redirect("training:detail", pk=new.pk)
 
 
 @login_required

@@ -130,7 +130,7 @@ def build_world(model_dir: Path) -> World:
     from django.contrib.auth import get_user_model
     from django.contrib.auth.hashers import MD5PasswordHasher, make_password
 
-    from datasets_app.models import DroppedRow
+    from datasets_app.models import Correction, Dataset, DroppedRow
     from datasets_app.project_services import add_member, create_project
     from evaluation_app.models import Evaluation
     from piggyback.files import save_tree
@@ -179,7 +179,7 @@ def build_world(model_dir: Path) -> World:
                                             created_by=owner, params=dict(TRAIN_PARAMS))
 
     ev = Evaluation.objects.create(project=p, training_run=run, name="Matrix evaluation", status="succeeded",
-                                   created_by=owner, images_file="", questions_file="",
+                                   created_by=owner, images_file="", questions_file="", dataset=ds,
                                    metrics={"vqa_accuracy": 50.0, "count": 2})
     ev_dir = f"projects/{p.pk}/evaluations/{ev.pk}"
     _store_bytes(b"row,image,question,answer\n1,a.png,What color?,green\n", f"{ev_dir}/predictions.csv")
@@ -198,12 +198,18 @@ def build_world(model_dir: Path) -> World:
     for role in MEMBER_ROLES:
         w.own_prediction[role] = _prediction(p, user=w.users[role], kind="single", run=run, tag=f"hist-{role}").pk
 
+    # issue 14: version 2 of ``ds`` (a retrain target) and a pending correction (a new version's content)
+    ds_v2 = _dataset(p, owner, "easy", "succeeded", n_items=2)
+    Dataset.objects.filter(pk=ds_v2.pk).update(version=2, parent=ds, root=ds)
+    Correction.objects.create(dataset=ds, prediction=batch[1], image=batch[1].image, question=batch[1].question,
+                              answer="purple", created_by=owner)
+
     m = {mm.user_id: mm.pk for mm in p.memberships.all()}
     w.project_pk = p.pk
     w.ids = dict(
         p=p.pk, q=q.pk, ds=ds.pk, ds_spare=ds_spare.pk, ds_failed=ds_failed.pk, ds_queued=ds_queued.pk,
         item=ds.items.first().pk, run=run.pk, run_failed=run_failed.pk, run_queued=run_queued.pk,
-        ev=ev.pk, ev_queued=ev_queued.pk, ev_failed=ev_failed.pk, batch_pred=batch[0].pk, owner_pred=w.own_prediction["owner"],
+        ds_v2=ds_v2.pk, ev=ev.pk, ev_queued=ev_queued.pk, ev_failed=ev_failed.pk, batch_pred=batch[0].pk, owner_pred=w.own_prediction["owner"],
         zs_key=zs.key, zs=zs.pk, baseline_key=baseline.key, m_viewer=m[w.users["viewer"].pk],
         newbie=w.users["newbie"].username, owner_name=owner.username,
     )

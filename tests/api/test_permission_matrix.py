@@ -196,6 +196,21 @@ API_ROWS = [
         "GET /api/v1/evaluations/{id}/predictions.csv", ctype="text/csv"),
     Row("evaluation-zip", API, "get", f"{V1}/evaluations/{{ev}}/annotated.zip", read(API),
         "GET /api/v1/evaluations/{id}/annotated.zip", ctype="application/zip"),
+    # issue 14: evaluate on a project dataset, leaderboard, review queue, corrections, versions, retrain, model card
+    Row("evaluation-create-dataset", API, "post", f"{V1}/evaluations/", write(API, 201), "POST /api/v1/evaluations/",
+        _q(project="{p}", training_run="{run}", dataset="{ds}"), "json", changes=True),
+    Row("evaluation-review", API, "get", f"{V1}/evaluations/{{ev}}/review/", read(API),
+        "GET /api/v1/evaluations/{id}/review/"),
+    Row("leaderboard", API, "get", f"{V1}/projects/{{p}}/leaderboard/?dataset={{ds}}", read(API),
+        "GET /api/v1/projects/{id}/leaderboard/"),
+    Row("prediction-correct", API, "post", f"{V1}/predictions/{{batch_pred}}/correct/", write(API, 201),
+        "POST /api/v1/predictions/{id}/correct/", _q(answer="purple"), "json", changes=True),
+    Row("dataset-versions", API, "post", f"{V1}/datasets/{{ds}}/versions/", write(API, 202),
+        "POST /api/v1/datasets/{id}/versions/", changes=True),
+    Row("run-retrain", API, "post", f"{V1}/training-runs/{{run}}/retrain/", write(API, 202),
+        "POST /api/v1/training-runs/{id}/retrain/", _q(dataset="{ds_v2}"), "json", changes=True),
+    Row("run-model-card", API, "get", f"{V1}/training-runs/{{run}}/model-card/", read(API),
+        "GET /api/v1/training-runs/{id}/model-card/", ctype="text/markdown"),
     Row("history-list", API, "get", f"{V1}/predictions/", anyone(API), "GET /api/v1/predictions/",
         listing=_own_history),
     # the question history is personal: each member reads their own prediction ...
@@ -278,6 +293,15 @@ PAGE_ROWS = [
         "evaluation:evaluation_cancel", changes=True),
     Row("p-evaluation-retry", PAGE, "post", "/evaluate/evaluations/{ev_failed}/retry/", write(PAGE, 302),
         "evaluation:evaluation_retry", changes=True),
+    Row("p-review", PAGE, "get", "/evaluate/evaluations/{ev}/review/", read(PAGE), "evaluation:review"),
+    Row("p-review-post", PAGE, "post", "/evaluate/evaluations/{ev}/review/", write(PAGE, 302), "evaluation:review",
+        _q(prediction="{batch_pred}", answer="purple", action="correct", dataset="{ds}"), changes=True),
+    Row("p-leaderboard", PAGE, "get", "/evaluate/projects/{p}/leaderboard/?dataset={ds}", read(PAGE),
+        "evaluation:leaderboard"),
+    Row("p-new-version", PAGE, "post", "/datasets/{ds}/versions/", write(PAGE, 302), "datasets:new_version",
+        changes=True),
+    Row("p-run-retrain", PAGE, "post", "/training/runs/{run}/retrain/", write(PAGE, 302), "training:retrain",
+        changes=True),
     Row("p-history", PAGE, "get", "/evaluate/history/", anyone(PAGE), "evaluation:history"),
     # personal history ZIP: each member downloads their own; outsiders have none (404, nothing of P leaks)
     Row("p-history-zip", PAGE, "get", "/evaluate/history/download.zip", read(PAGE), "evaluation:history_zip",
@@ -322,12 +346,14 @@ def snapshot(w):
     """Rows, statuses, names, roles and the project's stored files: what a refused request must not touch."""
     from django.conf import settings
 
-    from datasets_app.models import Dataset, DatasetItem, DroppedRow, Membership, Project
+    from datasets_app.models import Correction, Dataset, DatasetItem, DroppedRow, Membership, Project
     from evaluation_app.models import Evaluation, Prediction
     from training_app.models import PretrainedModel, TrainingRun
 
     state = [(m.__name__, m.objects.count()) for m in (Project, Membership, Dataset, DatasetItem, DroppedRow,
-                                                        TrainingRun, Evaluation, Prediction, PretrainedModel)]
+                                                        TrainingRun, Evaluation, Prediction, PretrainedModel,
+                                                        Correction)]
+    state += list(Correction.objects.order_by("pk").values_list("pk", "answer", "created_by_id", "applied_in_id"))
     for m in (Dataset, TrainingRun, Evaluation):
         state += list(m.objects.order_by("pk").values_list("pk", "status", "cancel_requested", "attempts"))
     state += list(Project.objects.order_by("pk").values_list("pk", "name", "description"))
