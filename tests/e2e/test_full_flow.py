@@ -74,7 +74,7 @@ def test_user_journey(page, live_server, live_worker, shot, tmp_path):
         if "/evaluate/runs/" in page.url:
             break
         try:
-            value = page.get_attribute("#run-progress .progress-bar", "aria-valuenow", timeout=1000)
+            value = page.get_attribute("#run-progress", "aria-valuenow", timeout=1000)
             if value is not None:
                 seen.add(int(float(value)))
                 if len(seen) >= 2 and not shot_taken:
