@@ -8,6 +8,8 @@ the tour are collected and reported together.
 """
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.e2e.axe import FAILING_IMPACTS, axe_violations, format_violations
@@ -180,8 +182,13 @@ def test_every_page_and_state_passes_axe(page, live_server, make_user, make_run,
     page.click("#sample-form button[type=submit]")
     page.wait_for_selector("[data-testid=answer]")
     page.wait_for_function("document.querySelector('#result-image') && document.querySelector('#result-image').complete")
-    shot(page, "a11y-answer")
     tour.check("answer with overlay")
+    # the regions in words, the answer said by the live region, focus on the answer (issue 17.3)
+    words = page.locator("[data-testid=regions] li").all_inner_texts()
+    assert words and all(re.fullmatch(r"\d\. (top|centre|bottom)( (left|centre|right))?, \d+ %", w) for w in words), words
+    assert page.evaluate("document.activeElement.id") == "result"
+    page.wait_for_function("document.getElementById('pb-announcer').textContent.startsWith('Answer: ')")
+    assert "Confidence" in page.text_content("#pb-announcer")
     if page.locator("#heatmap-toggle").count():
         page.check("#heatmap-toggle")
         tour.check("answer as heat-map")
@@ -201,3 +208,27 @@ def test_every_page_and_state_passes_axe(page, live_server, make_user, make_run,
     tour.visit("/accounts/logout/", "log out")
     assert len(tour.checked) >= 30
     tour.report()
+
+
+def test_progress_is_announced_only_on_meaningful_change(page, live_server):
+    """pbProgressAnnouncer (static/piggyback/a11y.js): a new status, a new epoch or another 10 %, never a repeat."""
+    page.goto(live_server.url + "/")
+    said = page.evaluate("""() => {
+      const el = document.createElement("div"), update = pbProgressAnnouncer(el, {label: "Training"}), out = [];
+      [[0.01, "queued", null], [0.01, "running", 1], [0.02, "running", 1], [0.09, "running", 1], [0.11, "running", 1],
+       [0.12, "running", 2], [0.15, "running", 2], [0.5, "running", 2], [0.52, "running", 2], [1, "succeeded", 3]]
+        .forEach(([p, s, e]) => { if (update({progress: p, status: s, metrics: e ? {epoch: e, epochs_total: 3} : {}})) out.push(el.textContent); });
+      return out;
+    }""")
+    assert said == ["Training: Waiting for a free worker, 1 %",
+                    "Training: Running, 1 %, epoch 1 of 3",
+                    "Training: Running, 11 %, epoch 1 of 3",
+                    "Training: Running, 12 %, epoch 2 of 3",
+                    "Training: Running, 50 %, epoch 2 of 3",
+                    "Training: Finished, epoch 3 of 3"]
+    bar = page.evaluate("""() => {
+      const el = document.createElement("div"); el.innerHTML = '<div class="progress-bar"></div>';
+      pbProgressBar(el, {progress: 0.42, status: "running", stage: "Epoch 2 of 5"});
+      return [el.getAttribute("aria-valuenow"), el.getAttribute("aria-valuetext")];
+    }""")
+    assert bar == ["42", "42 %, Epoch 2 of 5"]
