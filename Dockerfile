@@ -6,7 +6,7 @@ WORKDIR /app
 COPY requirements.txt package.json package-lock.json ./
 # GPU images: build with --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu128
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
-RUN pip install --index-url ${TORCH_INDEX} torch==2.13.0 && pip install -r requirements.txt && npm ci --no-audit --no-fund
+RUN pip install --index-url ${TORCH_INDEX} torch==2.13.0 && pip install -r requirements.txt && npm ci --omit=dev --no-audit --no-fund
 COPY . .
 RUN DJANGO_ENV=development REDIS_URL=redis://unused:6379/0 DATABASE_URL=sqlite:////tmp/build.sqlite3 \
     python manage.py collectstatic --noinput

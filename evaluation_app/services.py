@@ -191,6 +191,30 @@ def prediction_file(prediction, which: str) -> str:
     return name
 
 
+def describe_regions(prediction) -> list[str]:
+    """The regions of a prediction's overlay / heat-map in words ("1. centre left, 38 %"), for screen readers.
+
+    Reads only the stored image's header for its size (a cached local copy for remote storages); an image
+    that cannot be read gives no description rather than an error.
+    """
+    from gpu_worker.explain import describe_regions as words
+
+    if not prediction.regions or not prediction.image:
+        return []
+    try:
+        with Image.open(local_copy(prediction.image)) as im:
+            width, height = im.size
+    except (OSError, UnidentifiedImageError, ValueError):
+        return []
+    return words(prediction.regions, width, height)
+
+
+def attach_region_text(predictions) -> None:
+    """Set ``region_text`` ("1. centre left, 38 %; 2. …") on every prediction of a shown page."""
+    for p in predictions:
+        p.region_text = "; ".join(describe_regions(p))
+
+
 def ensure_overlays(predictions) -> None:
     """Draw every not-yet-drawn boxes overlay (downloads such as the history ZIP need them all)."""
     for p in predictions:

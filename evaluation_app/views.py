@@ -81,6 +81,8 @@ def _workspace(request, project, target, *, base_url: str, title: str):
     shown = None
     if str(request.GET.get("prediction", "")).isdigit():
         shown = Prediction.objects.for_user(request.user).filter(pk=int(request.GET["prediction"]), user=request.user).first()
+        if shown:
+            shown.region_words = services.describe_regions(shown)
     history = Prediction.objects.filter(project=project, user=request.user).exclude(kind=Prediction.Kind.BATCH)
     evaluations = Evaluation.objects.filter(project=project)
     if is_run:
@@ -130,6 +132,7 @@ def evaluation_page(request, pk):
         Evaluation.objects.for_user(request.user).select_related("project", "training_run", "model"), pk=pk)
     qs = filter_predictions(evaluation.predictions.order_by("row", "pk"), request.GET)
     page = Paginator(qs, 50).get_page(request.GET.get("page"))
+    services.attach_region_text(page.object_list)
     metrics = evaluation.metrics or {}
     query = request.GET.copy()
     query.pop("page", None)
@@ -275,6 +278,7 @@ def _history_qs(request):
 @login_required
 def history_page(request):
     page = Paginator(_history_qs(request), 30).get_page(request.GET.get("page"))
+    services.attach_region_text(page.object_list)
     query = request.GET.copy()
     query.pop("page", None)
     return render(request, "evaluation_app/history.html", {

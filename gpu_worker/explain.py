@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw, ImageOps
 
 from gpu_worker.easyvqa import shape_box
 
-__all__ = ["draw_overlay", "region_heatmap", "pointing_game", "pointing_game_score", "shape_box"]
+__all__ = ["draw_overlay", "region_heatmap", "describe_regions", "pointing_game", "pointing_game_score", "shape_box"]
 
 MIN_OVERLAY_SIDE = 256
 
@@ -38,6 +38,32 @@ def region_heatmap(regions: Sequence[dict], width: int, height: int) -> np.ndarr
             heat[y0:y1, x0:x1] += float(r["score"])
     m = heat.max()
     return heat / m if m > 0 else heat
+
+
+def _place(centre: float, size: float, low: str, high: str) -> str:
+    third = centre / size if size > 0 else 0.5
+    return low if third < 1 / 3 else high if third > 2 / 3 else "centre"
+
+
+def describe_regions(regions: Sequence[dict], width: int, height: int, top: int = 5) -> list[str]:
+    """Words for the regions an overlay or heat-map shows, strongest first: ``["1. centre left, 38 %", ...]``.
+
+    The place is the third of the image (top / centre / bottom, left / centre / right) holding the box's
+    centre; the share is the region's attention score in per cent (scores that do not sum to at most 1
+    are normalised by their sum first).
+    """
+    ranked = sorted(regions, key=lambda r: -float(r["score"]))[:top]
+    total = sum(max(0.0, float(r["score"])) for r in regions)
+    scale = 1.0 if total <= 1.0 + 1e-6 else 1.0 / total
+    out = []
+    for i, r in enumerate(ranked, start=1):
+        x0, y0, x1, y1 = (float(v) for v in r["box"])
+        vertical = _place((y0 + y1) / 2, height, "top", "bottom")
+        horizontal = _place((x0 + x1) / 2, width, "left", "right")
+        place = "centre" if vertical == horizontal == "centre" else f"{vertical} {horizontal}".replace(
+            "centre centre", "centre")
+        out.append(f"{i}. {place}, {round(100 * max(0.0, float(r['score'])) * scale)} %")
+    return out
 
 
 def _colormap(v: np.ndarray) -> np.ndarray:

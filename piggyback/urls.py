@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.shortcuts import redirect
+from django.shortcuts import redirect, render
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
@@ -14,7 +14,10 @@ admin.site.index_title = "Projects, datasets, models, runs and evaluations"
 
 
 def home(request):
-    return redirect("projects:list" if request.user.is_authenticated else "account_login")
+    """Signed-in users go to their projects; an anonymous visitor gets one page that explains PiggyBack."""
+    if request.user.is_authenticated:
+        return redirect("projects:list")
+    return render(request, "piggyback/landing.html")
 
 
 router = SimpleRouter()

@@ -36,7 +36,9 @@
     const bar = el.querySelector(".progress-bar");
     bar.style.width = pct + "%";
     bar.textContent = pct + "%";
-    bar.setAttribute("aria-valuenow", pct);
+    // Bootstrap 5.3 markup: the outer .progress carries role="progressbar" and the aria-value* attributes.
+    el.setAttribute("aria-valuenow", pct);
+    el.setAttribute("aria-valuetext", pct + " %" + (data.stage ? ", " + data.stage : ""));
     bar.classList.toggle("progress-bar-animated", data.status === "running" || data.status === "queued");
     bar.classList.toggle("bg-danger", data.status === "failed");
     bar.classList.toggle("bg-success", data.status === "succeeded");

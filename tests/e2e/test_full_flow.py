@@ -12,6 +12,7 @@ import zipfile
 import pytest
 
 from gpu_worker.sample_data import easy_vqa_files
+from tests.e2e.axe import FAILING_IMPACTS, assert_accessible, axe_violations, format_violations
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -42,6 +43,7 @@ def test_user_journey(page, live_server, live_worker, shot, tmp_path):
     page.click("text=Create project")
     page.wait_for_selector("text=Project “Shapes class” created")
     shot(page, "project-created")
+    assert_accessible(page, "project created")
 
     # 2. Download the sample dataset from the upload page and upload it again.
     page.click("#datasets-section a:has-text('Upload a dataset')")
@@ -60,6 +62,7 @@ def test_user_journey(page, live_server, live_worker, shot, tmp_path):
     page.wait_for_function("document.querySelector('#chart-answers') && document.querySelector('#chart-answers').width > 0")
     page.wait_for_timeout(500)  # let Chart.js finish its animation for the screenshot
     shot(page, "dataset-ready-charts")
+    assert_accessible(page, "dataset ready, with charts")
 
     # 3. Start a quick training run and watch its progress bar.
     page.click("#train-button")
@@ -69,21 +72,23 @@ def test_user_journey(page, live_server, live_worker, shot, tmp_path):
     shot(page, "start-training")
     page.click("#start-button")
     page.wait_for_url("**/training/runs/*/")
-    seen, shot_taken = set(), False
+    seen, shot_taken, running_findings = set(), False, []
     for _ in range(600):
         if "/evaluate/runs/" in page.url:
             break
         try:
-            value = page.get_attribute("#run-progress .progress-bar", "aria-valuenow", timeout=1000)
+            value = page.get_attribute("#run-progress", "aria-valuenow", timeout=1000)
             if value is not None:
                 seen.add(int(float(value)))
                 if len(seen) >= 2 and not shot_taken:
                     shot_taken = bool(shot(page, "training-progress"))
+                    running_findings = [v for v in axe_violations(page) if v["impact"] in FAILING_IMPACTS]
         except Exception:
             pass  # the page is navigating to the evaluation page
         page.wait_for_timeout(200)
     page.wait_for_url("**/evaluate/runs/*/", timeout=240_000)
     assert len(seen) >= 2, f"the progress bar never moved: {sorted(seen)}"
+    assert not running_findings, format_violations(running_findings, "the run page while training")
     shot(page, "evaluation-page")
 
     # 4. Ask a single question about an uploaded image.
@@ -104,6 +109,7 @@ def test_user_journey(page, live_server, live_worker, shot, tmp_path):
     assert page.locator("[data-testid=top-k] li").count() == 5
     page.wait_for_function("document.querySelector('#result-image').complete && document.querySelector('#result-image').naturalWidth > 0")
     shot(page, "single-answer-overlay")
+    assert_accessible(page, "single answer with overlay")
 
     # 5. Batch evaluation with answers, then both downloads.
     page.click("button[data-bs-target='#tab-batch']")
@@ -113,6 +119,7 @@ def test_user_journey(page, live_server, live_worker, shot, tmp_path):
     page.wait_for_url("**/evaluate/evaluations/*/")
     page.wait_for_selector("[data-testid=vqa-accuracy]", timeout=180_000)
     shot(page, "batch-results")
+    assert_accessible(page, "batch results")
     csv_file = _download(page, "Download predictions (CSV)", tmp_path)
     rows = list(csv.DictReader(io.StringIO(csv_file.read_text(encoding="utf-8-sig"))))
     n_questions = sum(1 for _ in open(files["csv"], encoding="utf-8-sig")) - 1

@@ -95,3 +95,17 @@ def test_predict_batch_load_model_and_pointing(trained_tiny, tmp_path):
         predict_batch(adapter, items, root, should_cancel=lambda: True)
     with pytest.raises(UserFacingError):
         load_model(str(tmp_path / "missing"))
+
+
+def test_describe_regions_names_the_thirds_and_shares_strongest_first():
+    from gpu_worker.explain import describe_regions
+
+    regions = [{"box": [40, 0, 64, 20], "score": 0.2}, {"box": [0, 24, 20, 40], "score": 0.38},
+               {"box": [20, 20, 44, 44], "score": 0.1}, {"box": [22, 50, 42, 64], "score": 0.05}]
+    assert describe_regions(regions, 64, 64) == [
+        "1. centre left, 38 %", "2. top right, 20 %", "3. centre, 10 %", "4. bottom centre, 5 %"]
+    # scores that are not shares are normalised by their sum; at most `top` regions are described
+    raw = [{"box": [0, 0, 10, 10], "score": 3.0}, {"box": [54, 54, 64, 64], "score": 1.0}]
+    assert describe_regions(raw, 64, 64) == ["1. top left, 75 %", "2. bottom right, 25 %"]
+    assert len(describe_regions(regions, 64, 64, top=2)) == 2
+    assert describe_regions([], 64, 64) == []
