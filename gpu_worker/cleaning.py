@@ -142,7 +142,6 @@ def clean_dataset(questions_path, images_zip_path, out_dir, annotations_path=Non
             f"pixels in the ZIP and upload it again.")
 
     result = CleanResult(image_root=str(image_root), source_format=source.format)
-    result.warnings.extend(source.warnings)
     for s in scan.skipped:
         result.dropped_images.append({"image": s.name, "reason_code": s.reason_code, "reason": s.reason})
     index = ImageIndex(scan.images, scan.skipped)
@@ -216,6 +215,7 @@ def clean_dataset(questions_path, images_zip_path, out_dir, annotations_path=Non
             "image_original_name": target.original_name,
         })
 
+    result.warnings.extend(source.warnings)  # complete once the source was read to the end
     if rows_in == 0:
         raise UserFacingError(f"The questions file '{source.label}' has a header but no question rows.")
     if not result.items:
