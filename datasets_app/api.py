@@ -144,6 +144,15 @@ class DatasetViewSet(TenantViewSetMixin, mixins.ListModelMixin, mixins.RetrieveM
         item = get_object_or_404(DatasetItem.objects.filter(dataset=dataset), pk=item_pk)
         return serve_file(item.image)
 
+    @extend_schema(responses={(200, "image/webp"): OpenApiTypes.BINARY},
+                   summary="Thumbnail of one item (WebP, at most 256 px, made at cleaning)")
+    @action(detail=True, methods=["get"], url_path=r"items/(?P<item_pk>[0-9]+)/thumbnail",
+            renderer_classes=[FileRenderer])
+    def item_thumbnail(self, request, pk=None, item_pk=None):
+        dataset = self.get_object()
+        item = get_object_or_404(DatasetItem.objects.filter(dataset=dataset).select_related("dataset"), pk=item_pk)
+        return serve_file(services.item_thumbnail(item))
+
     @extend_schema(request=None, responses={202: DatasetSerializer}, summary="Run the cleaning again")
     @action(detail=True, methods=["post"])
     def retry(self, request, pk=None):

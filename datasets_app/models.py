@@ -119,6 +119,8 @@ class DatasetItem(models.Model):
     dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="items")
     row = models.PositiveIntegerField(help_text="Row number in the uploaded file")
     image = models.CharField(max_length=300, help_text="Storage name of the cleaned image")
+    thumbnail = models.CharField(max_length=300, blank=True, default="",
+                                 help_text="Storage name of the 256 px WebP made at cleaning ('' for none)")
     image_original_name = models.CharField(max_length=300, blank=True, default="")
     image_width = models.PositiveIntegerField(default=0)
     image_height = models.PositiveIntegerField(default=0)

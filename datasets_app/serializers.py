@@ -65,11 +65,12 @@ class DatasetCreatedSerializer(serializers.Serializer):
 class DatasetItemSerializer(serializers.ModelSerializer):
     answer = serializers.SerializerMethodField(help_text="Most frequent of the ten answers.")
     image_url = serializers.SerializerMethodField()
+    thumbnail_url = serializers.SerializerMethodField(help_text="256 px WebP for lists.")
 
     class Meta:
         model = DatasetItem
         fields = [
-            "id", "row", "image_url", "image_original_name", "image_width", "image_height", "question",
+            "id", "row", "image_url", "thumbnail_url", "image_original_name", "image_width", "image_height", "question",
             "answer", "answers", "original_answers", "answer_type", "question_type",
         ]
         read_only_fields = fields
@@ -79,6 +80,9 @@ class DatasetItemSerializer(serializers.ModelSerializer):
 
     def get_image_url(self, obj) -> str:
         return reverse("datasets:item_image", args=[obj.pk])
+
+    def get_thumbnail_url(self, obj) -> str:
+        return reverse("datasets:item_thumbnail", args=[obj.pk])
 
 
 class DroppedRowSerializer(serializers.ModelSerializer):

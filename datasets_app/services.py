@@ -60,6 +60,10 @@ def images_prefix(dataset: Dataset) -> str:
     return f"{storage_prefix(dataset)}/images"
 
 
+def thumbnails_prefix(dataset: Dataset) -> str:
+    return f"{storage_prefix(dataset)}/thumbs"
+
+
 # ------------------------------------------------------------------------------------------------
 # Upload checks (cheap ones, before anything is stored; the job checks everything else)
 # ------------------------------------------------------------------------------------------------
@@ -206,6 +210,7 @@ def delete_stored_files(dataset: Dataset) -> None:
             except OSError:
                 log.warning("could not delete %s", f.name)
     delete_prefix(images_prefix(dataset))
+    delete_prefix(thumbnails_prefix(dataset))
 
 
 def delete_prefix(prefix: str) -> None:
@@ -301,6 +306,32 @@ def training_items(dataset: Dataset, *, labelled_only: bool = False) -> tuple[li
         items.append({"id": pk, "image": rel, "question": question, "answers": list(answers or []),
                       "answer_type": atype, "question_type": qtype, "row": row})
     return items, dataset_image_root(dataset)
+
+
+def item_thumbnail(item: DatasetItem) -> str:
+    """Storage name of the item's thumbnail; made once here for items cleaned before thumbnails existed."""
+    if item.thumbnail:
+        return item.thumbnail
+    import io
+
+    from PIL import Image
+
+    from gpu_worker.safezip import make_thumbnail
+
+    name = f"{thumbnails_prefix(item.dataset)}/{PurePosixPath(item.image).stem}.webp"
+    if not default_storage.exists(name):
+        buf = io.BytesIO()
+        try:
+            with default_storage.open(item.image, "rb") as fh, Image.open(fh) as im:
+                im.load()
+                made = make_thumbnail(im, buf)
+        except (OSError, ValueError, Image.DecompressionBombError):
+            made = False
+        if not made:
+            return item.image  # serve_file answers 404 when the image itself is gone
+        default_storage.save(name, File(io.BytesIO(buf.getvalue()), name=PurePosixPath(name).name))
+    DatasetItem.objects.filter(dataset=item.dataset_id, image=item.image).update(thumbnail=name)
+    return name
 
 
 # ------------------------------------------------------------------------------------------------

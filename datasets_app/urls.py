@@ -13,4 +13,5 @@ urlpatterns = [
     path("<int:pk>/cancel/", v.cancel, name="cancel"),
     path("<int:pk>/delete/", v.delete, name="delete"),
     path("items/<int:item_id>/image", v.item_image, name="item_image"),
+    path("items/<int:item_id>/thumbnail", v.item_thumbnail, name="item_thumbnail"),
 ]

@@ -131,6 +131,12 @@ def item_image(request, item_id):
 
 
 @login_required
+def item_thumbnail(request, item_id):
+    item = get_object_or_404(DatasetItem.objects.for_user(request.user).select_related("dataset"), pk=item_id)
+    return serve_file(services.item_thumbnail(item))
+
+
+@login_required
 @require_POST
 def retry(request, pk):
     dataset = get_dataset(request.user, pk, "editor")

@@ -182,6 +182,8 @@ ZIP_MAX_MEMBERS = env.int("ZIP_MAX_MEMBERS", default=200_000)
 ZIP_MAX_TOTAL_BYTES = env.int("ZIP_MAX_TOTAL_BYTES", default=8 * 1024**3)
 ZIP_MAX_RATIO = env.int("ZIP_MAX_RATIO", default=200)
 IMAGE_MAX_SIDE = env.int("IMAGE_MAX_SIDE", default=1920)
+# processes that check images during cleaning (0 = every core this worker may use)
+CLEANING_WORKERS = env.int("CLEANING_WORKERS", default=0)
 
 # --- auth -----------------------------------------------------------------------------------------
 AUTHENTICATION_BACKENDS = [
