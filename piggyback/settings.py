@@ -134,6 +134,9 @@ EVAL_MODEL_CACHE_SIZE = env.int("EVAL_MODEL_CACHE_SIZE", default=3)
 EVAL_DEVICE = env("EVAL_DEVICE", default="cpu")
 # GPU memory of the workers (GiB), so the start page can warn before a run that cannot fit; 0 = CPU only.
 GPU_WORKER_MEMORY_GB = env.float("GPU_WORKER_MEMORY_GB", default=0.0)
+# at most this many GPU jobs (training, batch evaluation) of one project queued or running at once; the
+# project's further runs wait their turn (0 = no limit)
+GPU_JOBS_PER_PROJECT = env.int("GPU_JOBS_PER_PROJECT", default=0)
 
 # --- files ----------------------------------------------------------------------------------------
 MEDIA_ROOT = Path(env("MEDIA_ROOT", default=str(VAR_DIR / "media")))

@@ -11,7 +11,7 @@ from django.views.decorators.http import require_POST
 from datasets_app.models import Dataset
 from datasets_app.project_views import get_project
 from piggyback import files
-from piggyback.jobs import RunStatus
+from piggyback.jobs import RunStatus, queue_position, queue_text
 from piggyback.tenancy import has_role
 from training_app import services
 from training_app.forms import StartTrainingForm
@@ -71,6 +71,7 @@ def detail(request, pk):
     return render(request, "training_app/detail.html", {
         "run": run, "project": run.project, "can_edit": has_role(request.user, run, "editor"),
         "warnings": (run.metrics or {}).get("warnings") or [],
+        "queue_text": queue_text(queue_position(run)),
     })
 
 
