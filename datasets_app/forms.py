@@ -7,8 +7,8 @@ class DatasetUploadForm(forms.Form):
                            help_text="Leave empty to use the questions file's name.")
     images = forms.FileField(label="Images (ZIP)", widget=forms.ClearableFileInput(attrs={"accept": ".zip"}))
     questions = forms.FileField(
-        label="Questions (CSV, JSON or JSON Lines)",
-        widget=forms.ClearableFileInput(attrs={"accept": ".csv,.tsv,.txt,.json,.jsonl,.ndjson"}))
+        label="Questions (CSV, Excel .xlsx, JSON or JSON Lines)",
+        widget=forms.ClearableFileInput(attrs={"accept": ".csv,.tsv,.txt,.xlsx,.json,.jsonl,.ndjson"}))
     annotations = forms.FileField(
         label="VQAv2 annotations (optional)", required=False,
         widget=forms.ClearableFileInput(attrs={"accept": ".json"}),

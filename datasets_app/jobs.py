@@ -26,7 +26,7 @@ from piggyback.jobs import background_job
 log = logging.getLogger(__name__)
 
 BATCH = 5000
-_FORMATS = {"csv": Dataset.Format.CSV, "json": Dataset.Format.JSON, "jsonl": Dataset.Format.JSON,
+_FORMATS = {"csv": Dataset.Format.CSV, "xlsx": Dataset.Format.CSV, "json": Dataset.Format.JSON, "jsonl": Dataset.Format.JSON,
             "vqa2": Dataset.Format.VQAV2}
 
 

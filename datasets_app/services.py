@@ -24,7 +24,7 @@ from piggyback.tenancy import require_role
 
 log = logging.getLogger(__name__)
 
-QUESTIONS_EXTENSIONS = {".csv", ".tsv", ".txt", ".json", ".jsonl", ".ndjson"}
+QUESTIONS_EXTENSIONS = {".csv", ".tsv", ".txt", ".json", ".jsonl", ".ndjson", ".xlsx"}
 IMAGES_EXTENSIONS = {".zip"}
 _BINARY_HINTS = {
     b"PK\x03\x04": "a ZIP archive or an Excel workbook (.xlsx)",
@@ -108,16 +108,21 @@ def check_images_upload(upload) -> None:
 def check_questions_upload(upload, label: str = "questions file", field: str = "questions") -> None:
     name = _name_of(upload)
     ext = PurePosixPath(name.lower()).suffix
-    if ext in (".xlsx", ".xls", ".ods"):
+    if ext in (".xls", ".ods"):
         raise UploadError(
-            f"The {label} '{name}' is a spreadsheet. In Excel use 'Save As > CSV UTF-8' and upload the .csv "
-            f"file.", field)
+            f"The {label} '{name}' is an older or non-Excel spreadsheet ({ext}). In your spreadsheet program "
+            f"use 'Save As > Excel Workbook (.xlsx)' or 'CSV UTF-8' and upload that file.", field)
     if ext not in QUESTIONS_EXTENSIONS:
         raise UploadError(
-            f"The {label} '{name}' has the extension {ext or '(none)'}; upload a .csv, .json or .jsonl "
+            f"The {label} '{name}' has the extension {ext or '(none)'}; upload a .csv, .xlsx, .json or .jsonl "
             f"file.", field)
     _check_size(upload, label, field)
     head = _head(upload, 8)
+    if ext == ".xlsx":
+        if not head.startswith(b"PK\x03\x04"):
+            raise UploadError(f"The {label} '{name}' is named .xlsx but is not an Excel workbook. Save it again "
+                              f"in Excel as 'Excel Workbook (.xlsx)' or as 'CSV UTF-8'.", field)
+        return
     for magic, what in _BINARY_HINTS.items():
         if head.startswith(magic):
             raise UploadError(
@@ -128,7 +133,7 @@ def check_questions_upload(upload, label: str = "questions file", field: str = "
 def detect_format(questions, annotations=None) -> str:
     """``csv`` | ``vqav2`` | ``json`` from the file names and the first bytes."""
     ext = PurePosixPath(_name_of(questions).lower()).suffix
-    if ext in (".csv", ".tsv", ".txt"):
+    if ext in (".csv", ".tsv", ".txt", ".xlsx"):
         return Dataset.Format.CSV
     if ext in (".jsonl", ".ndjson"):
         return Dataset.Format.JSON

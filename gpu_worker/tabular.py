@@ -9,6 +9,7 @@ Formats (see :func:`open_questions`):
   (header = row 1).
 * VQAv2 JSON (streamed with ijson, never parsed whole) - a questions file ``{"questions": [...]}`` plus an optional annotations file
   ``{"annotations": [...]}`` (or both lists in one file). Images are referred to by numeric id.
+* Excel ``.xlsx`` - the first sheet, read with pandas (openpyxl), the same columns and aliases as CSV.
 * A JSON list or JSON Lines of objects ``{"image", "question", "answer" | "answers"}``.
 """
 from __future__ import annotations
@@ -309,6 +310,45 @@ def _csv_row(record, row_no, roles, numbered) -> Row:
                question_type=_cell(record, roles.get("question_type")) or None)
 
 
+# ---------------------------------------------------------------- Excel workbooks (pandas + openpyxl)
+XLSX_MAGIC = b"PK\x03\x04"
+
+
+def _open_xlsx(path, label) -> QuestionSource:
+    """The first sheet of an .xlsx workbook, read by pandas (openpyxl engine) as text cells.
+
+    Rows keep the numbers Excel shows (blank rows count); formulas are never evaluated: a formula
+    cell gives the value Excel saved with it, or nothing."""
+    import pandas as pd
+
+    with open(path, "rb") as fh:
+        if fh.read(4) != XLSX_MAGIC:
+            raise UserFacingError(f"The questions file '{label}' is named .xlsx but is not an Excel workbook. "
+                                  f"Save it again in Excel as 'Excel Workbook (.xlsx)' or as 'CSV UTF-8'.")
+    try:
+        frame = pd.read_excel(path, sheet_name=0, header=None, dtype=str, keep_default_na=False,
+                              engine="openpyxl")
+    except Exception as exc:  # noqa: BLE001 - openpyxl raises many types on damaged workbooks
+        raise UserFacingError(f"The questions file '{label}' could not be read as an Excel workbook "
+                              f"({type(exc).__name__}: {str(exc)[:200]}). Save it again in Excel as .xlsx, "
+                              f"or as 'CSV UTF-8'.") from exc
+    records = frame.fillna("").astype(str).values.tolist()
+    header_at = next((i for i, r in enumerate(records) if any(c.strip() for c in r)), None)
+    if header_at is None:
+        raise UserFacingError(f"The questions file '{label}' is an empty workbook. Its first sheet needs a "
+                              f"header row (image, question, answer) and one row per question.")
+    header = records[header_at]
+    roles, numbered, warnings = _map_columns(header, label)
+
+    def rows():
+        for i in range(header_at + 1, len(records)):
+            if any(c.strip() for c in records[i]):
+                yield _csv_row(records[i], i + 1, roles, numbered)  # Excel's row number: index + 1
+
+    return QuestionSource("xlsx", label, rows, columns=[h.strip() for h in header if h.strip()],
+                          warnings=warnings, total=len(records) - header_at - 1)
+
+
 # ---------------------------------------------------------------- JSON flavours (streamed with ijson)
 _JSON_ERRORS = (ijson.JSONError, ValueError, UnicodeDecodeError, RecursionError)
 JSONL_SNIFF_BYTES = 1 << 20
@@ -605,6 +645,8 @@ def open_questions(path, annotations_path=None, *, display_name: Optional[str] =
     if not os.path.isfile(path):
         raise UserFacingError(f"The questions file '{label}' was not found.")
     ext = os.path.splitext(str(path))[1].lower()
+    if ext == ".xlsx":
+        return _open_xlsx(path, label)
     first = _first_char(path)
     if ext in (".jsonl", ".ndjson"):
         return _jsonl_source(path, label)

@@ -202,3 +202,29 @@ def test_thumbnails_are_made_once_at_cleaning_and_list_pages_use_them(
     thumb = old.thumbnail
     services.delete_stored_files(ds)
     assert not default_storage.exists(thumb)
+
+
+def test_excel_questions_file_is_cleaned_like_csv(owner, project, run_jobs, django_capture_on_commit_callbacks):
+    import io
+
+    import openpyxl
+
+    images = clean_files()[0]
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append(["image", "question", "answers"])
+    ws.append(["shapes/a.png", "What color is it?", "Red"])
+    ws.append([])
+    ws.append(["shapes/b.png", "Is it green?", "yes|yeah"])
+    ws.append(["missing.png", "Where?", "here"])
+    buf = io.BytesIO()
+    wb.save(buf)
+    ds = create(owner, project, (images, upload("questions.xlsx", buf.getvalue())),
+                capture=django_capture_on_commit_callbacks)
+    run_jobs()
+    ds.refresh_from_db()
+    assert ds.status == "succeeded", ds.error
+    assert ds.format == "csv" and ds.counts["rows_kept"] == 2
+    assert [(i.row, i.answers[0]) for i in ds.items.order_by("row")] == [(2, "red"), (4, "yes")]
+    dropped = list(ds.dropped.filter(row__isnull=False))
+    assert [(d.row, d.reason_code) for d in dropped] == [(5, "image_not_found")]

@@ -287,3 +287,47 @@ def test_json_streamed_variants(tmp_path):
         open_questions(*_vqa2_files(tmp_path, 3)[:1], tmp_path / "wrapped.json")
     with pytest.raises(UserFacingError, match="neither a list"):
         open_questions(write(tmp_path, "o.json", json.dumps({"image": "a.png", "question": "q"})))
+
+
+def _workbook(path, rows):
+    import openpyxl
+
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    for r in rows:
+        ws.append(list(r))
+    wb.save(path)
+    return path
+
+
+def test_xlsx_first_sheet_with_aliases_row_numbers_and_no_formulas(tmp_path):
+    """Excel workbooks are read by pandas (openpyxl): same aliases as CSV, Excel's own row numbers (blank
+    rows count), numbers as text, numbered answer columns, formulas never evaluated."""
+    p = _workbook(tmp_path / "q.xlsx", [
+        [], ["Image Name", "Question", "Answer 1", "Answer 2"],
+        ["a.png", "How many?", 3, 3.5],
+        [],
+        ["b.png", "=HYPERLINK(\"http://x\")", "yes", None],
+        ["c", "Colour?", "red", "dark red"],
+    ])
+    src = open_questions(p)
+    assert src.format == "xlsx" and src.columns == ["Image Name", "Question", "Answer 1", "Answer 2"]
+    rows = list(src)
+    assert [(r.row, r.image, r.answers) for r in rows] == [
+        (3, "a.png", ["3", "3.5"]), (5, "b.png", ["yes"]), (6, "c", ["red", "dark red"])]
+    assert rows[1].question == ""  # a formula Excel never computed is empty, not run or kept as code
+    assert rows[0].question == "How many?"
+
+
+def test_xlsx_problems_are_clear(tmp_path):
+    with pytest.raises(UserFacingError, match="no image and no question column"):
+        open_questions(_workbook(tmp_path / "cols.xlsx", [["img_url", "text"], ["a", "b"]]))
+    with pytest.raises(UserFacingError, match="empty workbook"):
+        open_questions(_workbook(tmp_path / "empty.xlsx", []))
+    damaged = tmp_path / "damaged.xlsx"
+    damaged.write_bytes(b"PK\x03\x04" + b"\x00" * 100)
+    with pytest.raises(UserFacingError, match="could not be read as an Excel workbook"):
+        open_questions(damaged)
+    text = write(tmp_path, "text.xlsx", "image,question\na.png,q?\n")
+    with pytest.raises(UserFacingError, match="not an Excel workbook"):
+        open_questions(text)
