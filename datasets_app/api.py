@@ -92,9 +92,10 @@ class DatasetViewSet(TenantViewSetMixin, mixins.ListModelMixin, mixins.RetrieveM
         project = get_object_or_404(Project.objects.for_user(request.user), pk=data["project"])
         require_project_role(request.user, project, "editor")
         try:
-            dataset = services.create_dataset(
-                request.user, project, data.get("name", ""), images=data["images"],
-                questions=data["questions"], annotations=data.get("annotations"))
+            files = {key: (services.claim_upload(request.user, data[f"{key}_upload"], key)
+                           if data.get(f"{key}_upload") else data.get(key))
+                     for key in ("images", "questions", "annotations")}
+            dataset = services.create_dataset(request.user, project, data.get("name", ""), **files)
         except services.UploadError as exc:
             return Response({"detail": str(exc), "field": exc.field}, status=status.HTTP_400_BAD_REQUEST)
         body = {"id": dataset.pk, "status": dataset.status, "format": dataset.format,

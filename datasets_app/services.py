@@ -17,7 +17,7 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models import ProtectedError
 
-from datasets_app.models import Dataset, DatasetItem, Project
+from datasets_app.models import Dataset, DatasetItem, Project, ResumableUpload, upload_path
 from piggyback import files, jobs
 from piggyback.jobs import RunStatus
 from piggyback.tenancy import require_role
@@ -85,10 +85,11 @@ def _check_size(upload, label: str, field: str) -> None:
         return
     if size == 0:
         raise UploadError(f"The {label} '{_name_of(upload)}' is empty (0 bytes). Choose the right file.", field)
-    if size > settings.UPLOAD_MAX_BYTES:
+    limit = getattr(upload, "size_limit", settings.UPLOAD_MAX_BYTES)
+    if size > limit:
         raise UploadError(
             f"The {label} '{_name_of(upload)}' is {size / 1024**2:,.0f} MB; the limit is "
-            f"{settings.UPLOAD_MAX_BYTES / 1024**2:,.0f} MB. Upload a smaller part of the dataset.", field)
+            f"{limit / 1024**2:,.0f} MB. Upload a smaller part of the dataset.", field)
 
 
 def check_images_upload(upload) -> None:
@@ -146,6 +147,53 @@ def detect_format(questions, annotations=None) -> str:
 
 
 # ------------------------------------------------------------------------------------------------
+# Finished resumable uploads, handed to create_dataset like uploaded files (moved, never copied)
+# ------------------------------------------------------------------------------------------------
+class StoredUpload(File):
+    """A finished tus upload (:class:`ResumableUpload`) seen as an uploaded file."""
+
+    def __init__(self, upload: ResumableUpload):
+        super().__init__(default_storage.open(upload.storage_name, "rb"), name=upload.filename or upload.pk)
+        self.upload = upload
+        self.size = upload.length
+        self.size_limit = settings.RESUMABLE_UPLOAD_MAX_BYTES
+
+
+def claim_upload(user, upload_id: str, field: str) -> StoredUpload:
+    """The user's finished upload ``upload_id`` (the last segment of its tus Location)."""
+    from django.utils import timezone
+
+    up = ResumableUpload.objects.filter(user=user, pk=str(upload_id).strip().strip("/").rsplit("/", 1)[-1],
+                                        expires_at__gte=timezone.now()).first()
+    if up is None:
+        raise UploadError(f"There is no upload '{str(upload_id)[:40]}' of yours (it expired, was already used "
+                          f"for a dataset, or was deleted). Upload the file again.", field)
+    if not up.is_complete:
+        raise UploadError(f"The upload of '{up.filename or up.pk}' is not finished: {up.offset:,} of "
+                          f"{up.length:,} bytes arrived. Resume it, then create the dataset.", field)
+    return StoredUpload(up)
+
+
+def _store(field, upload) -> None:
+    if isinstance(upload, StoredUpload):
+        upload.close()
+        field.name = files.move(upload.upload.storage_name, upload_path(field.instance, _name_of(upload)))
+        upload.upload.delete()
+    else:
+        field.save(_name_of(upload), upload, save=False)
+
+
+def _unstore(field, upload) -> None:
+    """Undo :func:`_store` after a failure: a moved upload goes back where it was, a saved copy is deleted."""
+    if not (field and field.name):
+        return
+    if isinstance(upload, StoredUpload):
+        files.move(field.name, upload.upload.storage_name)
+    else:
+        default_storage.delete(field.name)
+
+
+# ------------------------------------------------------------------------------------------------
 # Create / retry / cancel / delete
 # ------------------------------------------------------------------------------------------------
 def create_dataset(user, project: Project, name: str, *, images, questions, annotations=None) -> Dataset:
@@ -175,18 +223,18 @@ def create_dataset(user, project: Project, name: str, *, images, questions, anno
         images_original_name=_name_of(images)[:255],
         questions_original_name=_name_of(questions)[:255],
     )
+    pairs = [(dataset.images_file, images), (dataset.questions_file, questions)]
+    if annotations is not None:
+        pairs.append((dataset.annotations_file, annotations))
     try:
         with transaction.atomic():
-            dataset.images_file.save(_name_of(images), images, save=False)
-            dataset.questions_file.save(_name_of(questions), questions, save=False)
-            if annotations is not None:
-                dataset.annotations_file.save(_name_of(annotations), annotations, save=False)
+            for field, upload in pairs:
+                _store(field, upload)
             dataset.save()
             jobs.enqueue(dataset, clean_dataset_job, queue="default")
     except BaseException:
-        for f in (dataset.images_file, dataset.questions_file, dataset.annotations_file):
-            if f and f.name:
-                default_storage.delete(f.name)  # no orphan uploads when the row was not created
+        for field, upload in pairs:
+            _unstore(field, upload)  # no orphan files when the row was not created
         raise
     return dataset
 
@@ -216,6 +264,13 @@ def delete_stored_files(dataset: Dataset) -> None:
                 log.warning("could not delete %s", f.name)
     delete_prefix(images_prefix(dataset))
     delete_prefix(thumbnails_prefix(dataset))
+
+
+def delete_stored_name(name: str) -> None:
+    try:
+        default_storage.delete(name)
+    except OSError:
+        log.warning("could not delete %s", name)
 
 
 def delete_prefix(prefix: str) -> None:

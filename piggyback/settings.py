@@ -185,6 +185,10 @@ ZIP_MAX_MEMBERS = env.int("ZIP_MAX_MEMBERS", default=200_000)
 ZIP_MAX_TOTAL_BYTES = env.int("ZIP_MAX_TOTAL_BYTES", default=8 * 1024**3)
 ZIP_MAX_RATIO = env.int("ZIP_MAX_RATIO", default=200)
 IMAGE_MAX_SIDE = env.int("IMAGE_MAX_SIDE", default=1920)
+# resumable (tus) uploads: size of one upload, unfinished uploads per user, hours an unfinished one is kept
+RESUMABLE_UPLOAD_MAX_BYTES = env.int("RESUMABLE_UPLOAD_MAX_BYTES", default=50 * 1024**3)
+RESUMABLE_UPLOADS_PER_USER = env.int("RESUMABLE_UPLOADS_PER_USER", default=6)
+RESUMABLE_UPLOAD_EXPIRY_HOURS = env.int("RESUMABLE_UPLOAD_EXPIRY_HOURS", default=24)
 # processes that check images during cleaning (0 = every core this worker may use)
 CLEANING_WORKERS = env.int("CLEANING_WORKERS", default=0)
 
