@@ -147,7 +147,7 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 STATIC_ROOT.mkdir(exist_ok=True)
 STATICFILES_DIRS = [BASE_DIR / "static"]
 _node = BASE_DIR / "node_modules"
-for _pkg, _sub in (("bootstrap", "dist"), ("chart.js", "dist")):
+for _pkg, _sub in (("bootstrap", "dist"), ("chart.js", "dist"), ("tus-js-client", "dist")):
     if (_node / _pkg / _sub).exists():
         STATICFILES_DIRS.append((f"vendor/{_pkg}", str(_node / _pkg / _sub)))
 
@@ -189,6 +189,9 @@ IMAGE_MAX_SIDE = env.int("IMAGE_MAX_SIDE", default=1920)
 RESUMABLE_UPLOAD_MAX_BYTES = env.int("RESUMABLE_UPLOAD_MAX_BYTES", default=50 * 1024**3)
 RESUMABLE_UPLOADS_PER_USER = env.int("RESUMABLE_UPLOADS_PER_USER", default=6)
 RESUMABLE_UPLOAD_EXPIRY_HOURS = env.int("RESUMABLE_UPLOAD_EXPIRY_HOURS", default=24)
+# the upload page sends files from this size on through the resumable uploader (smaller: one form post)
+RESUMABLE_PAGE_MIN_BYTES = env.int("RESUMABLE_PAGE_MIN_BYTES", default=20 * 1024**2)
+RESUMABLE_PAGE_CHUNK_BYTES = env.int("RESUMABLE_PAGE_CHUNK_BYTES", default=8 * 1024**2)
 # processes that check images during cleaning (0 = every core this worker may use)
 CLEANING_WORKERS = env.int("CLEANING_WORKERS", default=0)
 
