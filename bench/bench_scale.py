@@ -26,6 +26,7 @@ import http.client
 import io
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -177,6 +178,7 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=6 * 3600)
     ap.add_argument("--out", help="also write the table here")
     args = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, infra._on_signal)  # a stopped run still drops its database and folder
 
     env = infra.make_environment()
     work = env["work"]
