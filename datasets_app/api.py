@@ -95,9 +95,10 @@ class DatasetViewSet(TenantViewSetMixin, mixins.ListModelMixin, mixins.RetrieveM
         project = get_object_or_404(Project.objects.for_user(request.user), pk=data["project"])
         require_project_role(request.user, project, "editor")
         try:
-            dataset = services.create_dataset(
-                request.user, project, data.get("name", ""), images=data["images"],
-                questions=data["questions"], annotations=data.get("annotations"))
+            files = {key: (services.claim_upload(request.user, data[f"{key}_upload"], key)
+                           if data.get(f"{key}_upload") else data.get(key))
+                     for key in ("images", "questions", "annotations")}
+            dataset = services.create_dataset(request.user, project, data.get("name", ""), **files)
         except services.UploadError as exc:
             return Response({"detail": str(exc), "field": exc.field}, status=status.HTTP_400_BAD_REQUEST)
         body = {"id": dataset.pk, "status": dataset.status, "format": dataset.format,
@@ -148,6 +149,15 @@ class DatasetViewSet(TenantViewSetMixin, mixins.ListModelMixin, mixins.RetrieveM
         dataset = self.get_object()
         item = get_object_or_404(DatasetItem.objects.filter(dataset=dataset), pk=item_pk)
         return serve_file(item.image)
+
+    @extend_schema(responses={(200, "image/webp"): OpenApiTypes.BINARY},
+                   summary="Thumbnail of one item (WebP, at most 256 px, made at cleaning)")
+    @action(detail=True, methods=["get"], url_path=r"items/(?P<item_pk>[0-9]+)/thumbnail",
+            renderer_classes=[FileRenderer])
+    def item_thumbnail(self, request, pk=None, item_pk=None):
+        dataset = self.get_object()
+        item = get_object_or_404(DatasetItem.objects.filter(dataset=dataset).select_related("dataset"), pk=item_pk)
+        return serve_file(services.item_thumbnail(item))
 
     @extend_schema(request=None, responses={202: DatasetSerializer}, summary="Run the cleaning again")
     @action(detail=True, methods=["post"])

@@ -6,6 +6,7 @@ cleaning leaves no half-made items; stored images of a failed attempt are remove
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -15,7 +16,7 @@ from django.db import transaction
 
 from datasets_app import charts
 from datasets_app.models import Dataset, DatasetItem, DroppedRow
-from datasets_app.services import delete_prefix, images_prefix
+from datasets_app.services import delete_prefix, images_prefix, thumbnails_prefix
 from gpu_worker import Cancelled
 from gpu_worker.cleaning import clean_dataset
 from gpu_worker.safezip import Limits
@@ -25,7 +26,7 @@ from piggyback.jobs import background_job
 log = logging.getLogger(__name__)
 
 BATCH = 5000
-_FORMATS = {"csv": Dataset.Format.CSV, "json": Dataset.Format.JSON, "jsonl": Dataset.Format.JSON,
+_FORMATS = {"csv": Dataset.Format.CSV, "xlsx": Dataset.Format.CSV, "json": Dataset.Format.JSON, "jsonl": Dataset.Format.JSON,
             "vqa2": Dataset.Format.VQAV2}
 
 
@@ -38,8 +39,20 @@ def upload_limits() -> Limits:
     )
 
 
+def cleaning_workers() -> int:
+    """Processes for the image checks: the setting, else every core this worker may run on."""
+    if settings.CLEANING_WORKERS > 0:
+        return settings.CLEANING_WORKERS
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
 def _store_images(local_root: Path, names: set, prefix: str) -> None:
     """Put the images that kept questions use into storage under ``prefix`` (a move on local disks)."""
+    if not local_root.is_dir():
+        return
     for path in local_root.iterdir():
         if path.name not in names:
             path.unlink()
@@ -53,12 +66,13 @@ def _store_images(local_root: Path, names: set, prefix: str) -> None:
     shutil.move(str(local_root), str(dest))
 
 
-def _item_rows(dataset, items, prefix):
+def _item_rows(dataset, items, prefix, thumbs_prefix):
     for it in items:
         yield DatasetItem(
             dataset=dataset,
             row=it["row"],
             image=f"{prefix}/{it['image']}",
+            thumbnail=f"{thumbs_prefix}/{it['thumbnail']}" if it.get("thumbnail") else "",
             image_original_name=it["image_original_name"][:300],
             image_width=it["image_width"] or 0,
             image_height=it["image_height"] or 0,
@@ -91,7 +105,9 @@ def clean_dataset_job(row: Dataset, reporter):
     images = files.local_copy(row.images_file.name)
     annotations = files.local_copy(row.annotations_file.name) if row.annotations_file else None
     prefix = images_prefix(row)
+    thumbs_prefix = thumbnails_prefix(row)
     delete_prefix(prefix)  # leftovers of an earlier attempt
+    delete_prefix(thumbs_prefix)
     cache = Path(settings.WORKER_CACHE_DIR)
     cache.mkdir(parents=True, exist_ok=True)
     stored = False
@@ -104,6 +120,7 @@ def clean_dataset_job(row: Dataset, reporter):
                 should_cancel=reporter.should_cancel,
                 questions_name=row.questions_original_name or None,
                 images_name=row.images_original_name or None,
+                workers=cleaning_workers(), thumbnails=True,
             )
             if reporter.should_cancel():
                 raise Cancelled()
@@ -111,6 +128,7 @@ def clean_dataset_job(row: Dataset, reporter):
             used = {it["image"] for it in result.items}
             stored = True
             _store_images(Path(result.image_root), used, prefix)
+            _store_images(Path(result.thumb_root), {it["thumbnail"] for it in result.items}, thumbs_prefix)
         reporter(0.95, "Computing the exploration charts", force=True)
         stats = charts.compute_stats(result.items)
         counts = dict(result.counts)
@@ -122,7 +140,7 @@ def clean_dataset_job(row: Dataset, reporter):
         with transaction.atomic():
             DroppedRow.objects.filter(dataset=row).delete()
             DatasetItem.objects.filter(dataset=row).delete()
-            DatasetItem.objects.bulk_create(_item_rows(row, result.items, prefix), batch_size=BATCH)
+            DatasetItem.objects.bulk_create(_item_rows(row, result.items, prefix, thumbs_prefix), batch_size=BATCH)
             DroppedRow.objects.bulk_create(_dropped_rows(row, result), batch_size=BATCH)
             row._update(
                 counts=counts,
@@ -136,5 +154,6 @@ def clean_dataset_job(row: Dataset, reporter):
     except BaseException:
         if stored:
             delete_prefix(prefix)
+            delete_prefix(thumbs_prefix)
         raise
     return {"items": len(result.items), "dropped": len(result.dropped) + len(result.dropped_images)}

@@ -134,6 +134,8 @@ class DatasetItem(models.Model):
     dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="items")
     row = models.PositiveIntegerField(help_text="Row number in the uploaded file")
     image = models.CharField(max_length=300, help_text="Storage name of the cleaned image")
+    thumbnail = models.CharField(max_length=300, blank=True, default="",
+                                 help_text="Storage name of the 256 px WebP made at cleaning ('' for none)")
     image_original_name = models.CharField(max_length=300, blank=True, default="")
     image_width = models.PositiveIntegerField(default=0)
     image_height = models.PositiveIntegerField(default=0)
@@ -210,3 +212,30 @@ class Correction(models.Model):
 
     def __str__(self):
         return f"{self.question[:60]} → {self.answer}"
+
+
+class ResumableUpload(models.Model):
+    """One tus 1.0 upload: its bytes are appended straight into storage at ``storage_name``.
+
+    Private to its user (another user's id answers 404); consumed (row deleted, file moved) when a dataset
+    is created from it; removed when it expires unfinished."""
+
+    id = models.CharField(primary_key=True, max_length=32, editable=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    length = models.BigIntegerField()
+    offset = models.BigIntegerField(default=0)
+    filename = models.CharField(max_length=255, blank=True, default="")
+    metadata = models.JSONField(default=dict, blank=True)
+    storage_name = models.CharField(max_length=300)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.filename or self.id} ({self.offset}/{self.length})"
+
+    @property
+    def is_complete(self) -> bool:
+        return self.offset == self.length

@@ -53,12 +53,32 @@ class DatasetCreateSerializer(serializers.Serializer):
 
     project = serializers.IntegerField(help_text="Project id (you need the editor role).")
     name = serializers.CharField(max_length=120, required=False, allow_blank=True)
-    images = serializers.FileField(help_text="ZIP archive of the images (PNG, JPEG, ...).")
+    images = serializers.FileField(required=False, allow_null=True,
+                                   help_text="ZIP archive of the images (PNG, JPEG, ...).")
     questions = serializers.FileField(
-        help_text="CSV (image, question, answer|answers|answer_1..answer_10), VQAv2 questions JSON, "
-                  "or a JSON list / JSON Lines of {image, question, answer(s)}.")
+        required=False, allow_null=True,
+        help_text="CSV (image, question, answer|answers|answer_1..answer_10), Excel .xlsx, VQAv2 questions "
+                  "JSON, or a JSON list / JSON Lines of {image, question, answer(s)}.")
     annotations = serializers.FileField(required=False, allow_null=True,
                                         help_text="VQAv2 annotations JSON (optional).")
+    images_upload = serializers.CharField(required=False, allow_blank=True, max_length=300,
+                                          help_text="Instead of images: a finished resumable upload "
+                                                    "(last segment of its /api/v1/uploads/ Location).")
+    questions_upload = serializers.CharField(required=False, allow_blank=True, max_length=300,
+                                             help_text="Instead of questions: a finished resumable upload.")
+    annotations_upload = serializers.CharField(required=False, allow_blank=True, max_length=300,
+                                               help_text="Instead of annotations: a finished resumable upload.")
+
+    def validate(self, attrs):
+        for field, required in (("images", True), ("questions", True), ("annotations", False)):
+            given = [k for k in (field, f"{field}_upload") if attrs.get(k)]
+            if len(given) > 1:
+                raise serializers.ValidationError(
+                    {f"{field}_upload": f"Send either '{field}' or '{field}_upload', not both."})
+            if required and not given:
+                raise serializers.ValidationError({field: f"Send the file as '{field}', or a finished "
+                                                          f"resumable upload as '{field}_upload'."})
+        return attrs
 
 
 class DatasetCreatedSerializer(serializers.Serializer):
@@ -71,11 +91,12 @@ class DatasetCreatedSerializer(serializers.Serializer):
 class DatasetItemSerializer(serializers.ModelSerializer):
     answer = serializers.SerializerMethodField(help_text="Most frequent of the ten answers.")
     image_url = serializers.SerializerMethodField()
+    thumbnail_url = serializers.SerializerMethodField(help_text="256 px WebP for lists.")
 
     class Meta:
         model = DatasetItem
         fields = [
-            "id", "row", "image_url", "image_original_name", "image_width", "image_height", "question",
+            "id", "row", "image_url", "thumbnail_url", "image_original_name", "image_width", "image_height", "question",
             "answer", "answers", "original_answers", "answer_type", "question_type",
         ]
         read_only_fields = fields
@@ -85,6 +106,9 @@ class DatasetItemSerializer(serializers.ModelSerializer):
 
     def get_image_url(self, obj) -> str:
         return reverse("datasets:item_image", args=[obj.pk])
+
+    def get_thumbnail_url(self, obj) -> str:
+        return reverse("datasets:item_thumbnail", args=[obj.pk])
 
 
 class DroppedRowSerializer(serializers.ModelSerializer):

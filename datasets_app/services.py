@@ -17,14 +17,14 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models import ProtectedError, RestrictedError
 
-from datasets_app.models import Dataset, DatasetItem, Project
+from datasets_app.models import Dataset, DatasetItem, Project, ResumableUpload, upload_path
 from piggyback import files, jobs
 from piggyback.jobs import RunStatus
 from piggyback.tenancy import require_role
 
 log = logging.getLogger(__name__)
 
-QUESTIONS_EXTENSIONS = {".csv", ".tsv", ".txt", ".json", ".jsonl", ".ndjson"}
+QUESTIONS_EXTENSIONS = {".csv", ".tsv", ".txt", ".json", ".jsonl", ".ndjson", ".xlsx"}
 IMAGES_EXTENSIONS = {".zip"}
 _BINARY_HINTS = {
     b"PK\x03\x04": "a ZIP archive or an Excel workbook (.xlsx)",
@@ -60,6 +60,10 @@ def images_prefix(dataset: Dataset) -> str:
     return f"{storage_prefix(dataset)}/images"
 
 
+def thumbnails_prefix(dataset: Dataset) -> str:
+    return f"{storage_prefix(dataset)}/thumbs"
+
+
 # ------------------------------------------------------------------------------------------------
 # Upload checks (cheap ones, before anything is stored; the job checks everything else)
 # ------------------------------------------------------------------------------------------------
@@ -81,10 +85,11 @@ def _check_size(upload, label: str, field: str) -> None:
         return
     if size == 0:
         raise UploadError(f"The {label} '{_name_of(upload)}' is empty (0 bytes). Choose the right file.", field)
-    if size > settings.UPLOAD_MAX_BYTES:
+    limit = getattr(upload, "size_limit", settings.UPLOAD_MAX_BYTES)
+    if size > limit:
         raise UploadError(
             f"The {label} '{_name_of(upload)}' is {size / 1024**2:,.0f} MB; the limit is "
-            f"{settings.UPLOAD_MAX_BYTES / 1024**2:,.0f} MB. Upload a smaller part of the dataset.", field)
+            f"{limit / 1024**2:,.0f} MB. Upload a smaller part of the dataset.", field)
 
 
 def check_images_upload(upload) -> None:
@@ -104,16 +109,21 @@ def check_images_upload(upload) -> None:
 def check_questions_upload(upload, label: str = "questions file", field: str = "questions") -> None:
     name = _name_of(upload)
     ext = PurePosixPath(name.lower()).suffix
-    if ext in (".xlsx", ".xls", ".ods"):
+    if ext in (".xls", ".ods"):
         raise UploadError(
-            f"The {label} '{name}' is a spreadsheet. In Excel use 'Save As > CSV UTF-8' and upload the .csv "
-            f"file.", field)
+            f"The {label} '{name}' is an older or non-Excel spreadsheet ({ext}). In your spreadsheet program "
+            f"use 'Save As > Excel Workbook (.xlsx)' or 'CSV UTF-8' and upload that file.", field)
     if ext not in QUESTIONS_EXTENSIONS:
         raise UploadError(
-            f"The {label} '{name}' has the extension {ext or '(none)'}; upload a .csv, .json or .jsonl "
+            f"The {label} '{name}' has the extension {ext or '(none)'}; upload a .csv, .xlsx, .json or .jsonl "
             f"file.", field)
     _check_size(upload, label, field)
     head = _head(upload, 8)
+    if ext == ".xlsx":
+        if not head.startswith(b"PK\x03\x04"):
+            raise UploadError(f"The {label} '{name}' is named .xlsx but is not an Excel workbook. Save it again "
+                              f"in Excel as 'Excel Workbook (.xlsx)' or as 'CSV UTF-8'.", field)
+        return
     for magic, what in _BINARY_HINTS.items():
         if head.startswith(magic):
             raise UploadError(
@@ -124,7 +134,7 @@ def check_questions_upload(upload, label: str = "questions file", field: str = "
 def detect_format(questions, annotations=None) -> str:
     """``csv`` | ``vqav2`` | ``json`` from the file names and the first bytes."""
     ext = PurePosixPath(_name_of(questions).lower()).suffix
-    if ext in (".csv", ".tsv", ".txt"):
+    if ext in (".csv", ".tsv", ".txt", ".xlsx"):
         return Dataset.Format.CSV
     if ext in (".jsonl", ".ndjson"):
         return Dataset.Format.JSON
@@ -134,6 +144,53 @@ def detect_format(questions, annotations=None) -> str:
     if head.startswith("{") and '"questions"' in head:
         return Dataset.Format.VQAV2
     return Dataset.Format.JSON
+
+
+# ------------------------------------------------------------------------------------------------
+# Finished resumable uploads, handed to create_dataset like uploaded files (moved, never copied)
+# ------------------------------------------------------------------------------------------------
+class StoredUpload(File):
+    """A finished tus upload (:class:`ResumableUpload`) seen as an uploaded file."""
+
+    def __init__(self, upload: ResumableUpload):
+        super().__init__(default_storage.open(upload.storage_name, "rb"), name=upload.filename or upload.pk)
+        self.upload = upload
+        self.size = upload.length
+        self.size_limit = settings.RESUMABLE_UPLOAD_MAX_BYTES
+
+
+def claim_upload(user, upload_id: str, field: str) -> StoredUpload:
+    """The user's finished upload ``upload_id`` (the last segment of its tus Location)."""
+    from django.utils import timezone
+
+    up = ResumableUpload.objects.filter(user=user, pk=str(upload_id).strip().strip("/").rsplit("/", 1)[-1],
+                                        expires_at__gte=timezone.now()).first()
+    if up is None:
+        raise UploadError(f"There is no upload '{str(upload_id)[:40]}' of yours (it expired, was already used "
+                          f"for a dataset, or was deleted). Upload the file again.", field)
+    if not up.is_complete:
+        raise UploadError(f"The upload of '{up.filename or up.pk}' is not finished: {up.offset:,} of "
+                          f"{up.length:,} bytes arrived. Resume it, then create the dataset.", field)
+    return StoredUpload(up)
+
+
+def _store(field, upload) -> None:
+    if isinstance(upload, StoredUpload):
+        upload.close()
+        field.name = files.move(upload.upload.storage_name, upload_path(field.instance, _name_of(upload)))
+        upload.upload.delete()
+    else:
+        field.save(_name_of(upload), upload, save=False)
+
+
+def _unstore(field, upload) -> None:
+    """Undo :func:`_store` after a failure: a moved upload goes back where it was, a saved copy is deleted."""
+    if not (field and field.name):
+        return
+    if isinstance(upload, StoredUpload):
+        files.move(field.name, upload.upload.storage_name)
+    else:
+        default_storage.delete(field.name)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -166,18 +223,18 @@ def create_dataset(user, project: Project, name: str, *, images, questions, anno
         images_original_name=_name_of(images)[:255],
         questions_original_name=_name_of(questions)[:255],
     )
+    pairs = [(dataset.images_file, images), (dataset.questions_file, questions)]
+    if annotations is not None:
+        pairs.append((dataset.annotations_file, annotations))
     try:
         with transaction.atomic():
-            dataset.images_file.save(_name_of(images), images, save=False)
-            dataset.questions_file.save(_name_of(questions), questions, save=False)
-            if annotations is not None:
-                dataset.annotations_file.save(_name_of(annotations), annotations, save=False)
+            for field, upload in pairs:
+                _store(field, upload)
             dataset.save()
             jobs.enqueue(dataset, clean_dataset_job, queue="default")
     except BaseException:
-        for f in (dataset.images_file, dataset.questions_file, dataset.annotations_file):
-            if f and f.name:
-                default_storage.delete(f.name)  # no orphan uploads when the row was not created
+        for field, upload in pairs:
+            _unstore(field, upload)  # no orphan files when the row was not created
         raise
     return dataset
 
@@ -208,6 +265,14 @@ def delete_stored_files(dataset: Dataset) -> None:
             except OSError:
                 log.warning("could not delete %s", f.name)
     delete_prefix(images_prefix(dataset))
+    delete_prefix(thumbnails_prefix(dataset))
+
+
+def delete_stored_name(name: str) -> None:
+    try:
+        default_storage.delete(name)
+    except OSError:
+        log.warning("could not delete %s", name)
 
 
 def delete_prefix(prefix: str) -> None:
@@ -346,6 +411,32 @@ def training_items(dataset: Dataset, *, labelled_only: bool = False) -> tuple[li
                       "answer_type": atype, "question_type": qtype, "row": row, "stored": image,
                       "image_original_name": original})
     return items, root if root is not None else dataset_image_root(dataset)
+
+
+def item_thumbnail(item: DatasetItem) -> str:
+    """Storage name of the item's thumbnail; made once here for items cleaned before thumbnails existed."""
+    if item.thumbnail:
+        return item.thumbnail
+    import io
+
+    from PIL import Image
+
+    from gpu_worker.safezip import make_thumbnail
+
+    name = f"{thumbnails_prefix(item.dataset)}/{PurePosixPath(item.image).stem}.webp"
+    if not default_storage.exists(name):
+        buf = io.BytesIO()
+        try:
+            with default_storage.open(item.image, "rb") as fh, Image.open(fh) as im:
+                im.load()
+                made = make_thumbnail(im, buf)
+        except (OSError, ValueError, Image.DecompressionBombError):
+            made = False
+        if not made:
+            return item.image  # serve_file answers 404 when the image itself is gone
+        default_storage.save(name, File(io.BytesIO(buf.getvalue()), name=PurePosixPath(name).name))
+    DatasetItem.objects.filter(dataset=item.dataset_id, image=item.image).update(thumbnail=name)
+    return name
 
 
 # ------------------------------------------------------------------------------------------------

@@ -14,4 +14,5 @@ urlpatterns = [
     path("<int:pk>/delete/", v.delete, name="delete"),
     path("<int:pk>/versions/", v.new_version, name="new_version"),
     path("items/<int:item_id>/image", v.item_image, name="item_image"),
+    path("items/<int:item_id>/thumbnail", v.item_thumbnail, name="item_thumbnail"),
 ]

@@ -1,6 +1,7 @@
 """Dataset pages: upload (with the sample dataset), detail (progress, report, items, charts), files."""
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -47,9 +48,10 @@ def upload(request, project_pk):
         if form.is_valid():
             d = form.cleaned_data
             try:
-                dataset = services.create_dataset(
-                    request.user, project, d["name"], images=d["images"], questions=d["questions"],
-                    annotations=d.get("annotations") or None)
+                files = {key: (services.claim_upload(request.user, d[f"{key}_upload"], key)
+                               if d.get(f"{key}_upload") else (d.get(key) or None))
+                         for key in ("images", "questions", "annotations")}
+                dataset = services.create_dataset(request.user, project, d["name"], **files)
             except services.UploadError as exc:
                 upload_error = str(exc)
                 if exc.field in form.fields:
@@ -61,6 +63,8 @@ def upload(request, project_pk):
             upload_error = "Choose the images ZIP and the questions file, then press Upload."
     return render(request, "datasets_app/upload.html", {
         "project": project, "form": form, "upload_error": upload_error,
+        "resumable_min_bytes": settings.RESUMABLE_PAGE_MIN_BYTES,
+        "resumable_chunk_bytes": settings.RESUMABLE_PAGE_CHUNK_BYTES,
         "sample_images": services.SAMPLE_IMAGES,
     }, status=400 if upload_error else 200)
 
@@ -150,6 +154,12 @@ def report_csv(request, pk):
 def item_image(request, item_id):
     item = get_object_or_404(DatasetItem.objects.for_user(request.user), pk=item_id)
     return serve_file(item.image)
+
+
+@login_required
+def item_thumbnail(request, item_id):
+    item = get_object_or_404(DatasetItem.objects.for_user(request.user).select_related("dataset"), pk=item_id)
+    return serve_file(services.item_thumbnail(item))
 
 
 @login_required

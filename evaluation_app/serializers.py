@@ -4,6 +4,7 @@ from django.urls import reverse
 from rest_framework import serializers
 
 from evaluation_app.models import Evaluation, Prediction
+from piggyback.jobs import queue_position
 
 
 def file_url(request, prediction, which: str) -> str | None:
@@ -109,13 +110,18 @@ class EvaluationSerializer(serializers.ModelSerializer):
     predictions_csv = serializers.SerializerMethodField()
     annotated_zip = serializers.SerializerMethodField()
     model_name = serializers.SerializerMethodField()
+    queue_position = serializers.SerializerMethodField(
+        help_text="While queued: how many runs start before this one (0 = next); else null.")
 
     class Meta:
         model = Evaluation
-        fields = ["id", "name", "project", "training_run", "model", "model_name", "dataset", "status", "progress", "stage",
+        fields = ["id", "name", "project", "training_run", "model", "model_name", "dataset", "status", "queue_position", "progress", "stage",
                   "error", "counts", "warnings", "metrics", "params", "created_at", "started_at", "finished_at",
                   "predictions_csv", "annotated_zip"]
         read_only_fields = fields
+
+    def get_queue_position(self, obj) -> int | None:
+        return queue_position(obj)
 
     def _download(self, obj, name) -> str | None:
         if obj.status != "succeeded":

@@ -21,6 +21,7 @@ from evaluation_app.api import filter_predictions
 from evaluation_app.forms import BatchForm, DatasetEvalForm, ReviewForm, SampleForm, SingleForm
 from evaluation_app.models import Evaluation, Prediction
 from gpu_worker import UserFacingError
+from piggyback.jobs import queue_position, queue_text
 from piggyback.tenancy import has_role
 
 HISTORY_ZIP_LIMIT = 2000
@@ -138,6 +139,7 @@ def evaluation_page(request, pk):
     query.pop("page", None)
     return render(request, "evaluation_app/evaluation.html", {
         "evaluation": evaluation, "project": evaluation.project, "page": page, "metrics": metrics,
+        "queue_text": queue_text(queue_position(evaluation)),
         "can_edit": has_role(request.user, evaluation.project, "editor"),
         "per_answer_type": sorted((metrics.get("per_answer_type") or {}).items()),
         "per_question_type": sorted((metrics.get("per_question_type") or {}).items(), key=lambda kv: kv[1]),

@@ -39,6 +39,7 @@ class CleanResult:
     level: str = "success"                              # "success" | "warning"
     image_root: str = ""                                # folder the items' "image" paths are relative to
     source_format: str = ""                             # "csv" | "json" | "jsonl" | "vqa2"
+    thumb_root: str = ""                                # folder of the items' "thumbnail" files ("" = none)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -105,106 +106,70 @@ class ImageIndex:
         return "missing", None
 
 
-def clean_dataset(questions_path, images_zip_path, out_dir, annotations_path=None, *, max_side=1920,  # noqa: C901 - split into steps under issue 15
-                  limits: Optional[Limits] = None, report: Optional[Callable] = None,
-                  should_cancel: Optional[Callable] = None, questions_name: Optional[str] = None,
-                  images_name: Optional[str] = None) -> CleanResult:
-    """Check and clean one upload; accepted images go to ``out_dir/images/``.
+class _Progress:
+    """``report`` clamped to 0..1 and the cancel check, for the steps below."""
 
-    ``questions_name`` / ``images_name`` are the names the user uploaded (for messages)."""
-    limits = dataclasses.replace(limits or Limits(), max_side=max_side)
-    out_dir = Path(out_dir)
-    image_root = out_dir / "images"
+    def __init__(self, report: Optional[Callable], should_cancel: Optional[Callable]):
+        self._report, self.should_cancel = report, should_cancel
 
-    def _report(p, stage):
-        if report is not None:
-            report(max(0.0, min(1.0, p)), stage)
+    def __call__(self, p: float, stage: str) -> None:
+        if self._report is not None:
+            self._report(max(0.0, min(1.0, p)), stage)
 
-    def _cancel():
-        if should_cancel is not None and should_cancel():
+    def cancel_point(self) -> None:
+        if self.should_cancel is not None and self.should_cancel():
             raise Cancelled()
 
-    _cancel()
-    # open the questions first: a wrong file fails fast, before unpacking thousands of images
-    source = open_questions(questions_path, annotations_path, display_name=questions_name)
-    _report(0.0, "Checking the images ZIP")
-    scan = scan_zip(images_zip_path, image_root, limits, should_cancel=should_cancel,
-                    display_name=images_name,
-                    report=lambda p, stage: _report(0.6 * p, stage))
-    zip_label = images_name or os.path.basename(str(images_zip_path))
-    if not scan.images:
-        found = len(scan.images) + len(scan.skipped) + len(scan.ignored)
-        reasons = Counter(s.reason_code for s in scan.skipped)
-        detail = ", ".join(f"{n} {code.replace('_', ' ')}" for code, n in reasons.most_common(3))
-        raise UserFacingError(
-            f"The ZIP '{zip_label}' contains no usable images ({found} files"
-            f"{': ' + detail if detail else ''}). Put PNG or JPEG images of at most {max_side}x{max_side} "
-            f"pixels in the ZIP and upload it again.")
 
-    result = CleanResult(image_root=str(image_root), source_format=source.format)
-    result.warnings.extend(source.warnings)
-    for s in scan.skipped:
-        result.dropped_images.append({"image": s.name, "reason_code": s.reason_code, "reason": s.reason})
-    index = ImageIndex(scan.images, scan.skipped)
-    seen: dict = {}
-    used: set = set()
-    reasons: Counter = Counter()
-    truncated_answers = 0
-    rows_in = 0
-    norm_cache: dict = {}   # answers repeat a lot: normalise each distinct text once
-    type_cache: dict = {}
+class _RowJudge:
+    """Applies the row rules in order and turns a kept row into an item; keeps the tallies for the report."""
 
-    def drop(row, code, reason):
-        reasons[code] += 1
-        result.dropped.append({"row": row.row, "image": row.image, "question": row.question,
-                               "reason_code": code, "reason": reason})
+    def __init__(self, index: ImageIndex, zip_label: str, source_format: str):
+        self.index, self.zip_label, self.source_format = index, zip_label, source_format
+        self.seen: dict = {}          # (image, question) -> first row
+        self.used: set = set()        # images some kept question uses
+        self.reasons: Counter = Counter()
+        self.truncated_answers = 0
+        self._norm_cache: dict = {}   # answers repeat a lot: normalise each distinct text once
+        self._type_cache: dict = {}
 
-    _report(0.6, "Reading the questions")
-    for row in source:
-        rows_in += 1
-        if rows_in % _ROW_CHUNK == 0:
-            _cancel()
-            frac = source.progress()
-            if frac is None and source.total:
-                frac = rows_in / source.total
-            _report(0.6 + 0.4 * (frac or 0.0), f"Checking questions: {rows_in:,} rows read")
+    def rejection(self, row):
+        """(reason_code, reason, None) for a row that is dropped, else (None, None, image entry)."""
         if row.error:
-            drop(row, "unreadable_row", f"Row {row.row} {row.error}.")
-            continue
+            return "unreadable_row", f"Row {row.row} {row.error}.", None
         if not row.question.strip():
-            drop(row, "empty_question", f"Row {row.row} has no question text.")
-            continue
+            return "empty_question", f"Row {row.row} has no question text.", None
         if not row.image.strip() and row.image_id is None:
-            drop(row, "missing_image_name", f"Row {row.row} does not name an image.")
-            continue
-        status, target = index.find(row.image, row.image_id)
+            return "missing_image_name", f"Row {row.row} does not name an image.", None
+        status, target = self.index.find(row.image, row.image_id)
         if status == "missing":
-            drop(row, "image_not_found", f"Row {row.row}: no image '{row.image}' in the ZIP '{zip_label}'.")
-            continue
+            return "image_not_found", f"Row {row.row}: no image '{row.image}' in the ZIP '{self.zip_label}'.", None
         if status == "ambiguous":
             shown = ", ".join(target[:3]) + (" ..." if len(target) > 3 else "")
-            drop(row, "image_ambiguous", f"Row {row.row}: '{row.image}' matches several files in the ZIP "
-                                         f"({shown}); write the path inside the ZIP instead.")
-            continue
+            return ("image_ambiguous", f"Row {row.row}: '{row.image}' matches several files in the ZIP "
+                                       f"({shown}); write the path inside the ZIP instead.", None)
         if not isinstance(target, ImageEntry):
-            drop(row, target.reason_code, f"Row {row.row}: its image was removed: {target.reason}.")
-            continue
+            return target.reason_code, f"Row {row.row}: its image was removed: {target.reason}.", None
+        key = (target.original_name, " ".join(row.question.split()))
+        if key in self.seen:
+            return ("duplicate", f"Row {row.row} is a duplicate of row {self.seen[key]} (same image and question).",
+                    None)
+        self.seen[key] = row.row
+        return None, None, target
+
+    def item(self, row, target: ImageEntry) -> dict:
         question = " ".join(row.question.split())
-        key = (target.original_name, question)
-        if key in seen:
-            drop(row, "duplicate", f"Row {row.row} is a duplicate of row {seen[key]} (same image and question).")
-            continue
-        seen[key] = row.row
-        used.add(target.original_name)
+        self.used.add(target.original_name)
         original = list(row.answers)
         if len(original) > NUM_ANSWERS:
-            truncated_answers += 1
-        filled = fill_answers(original[:NUM_ANSWERS] if len(original) > NUM_ANSWERS else original)
-        normalised = [_cached(norm_cache, a, normalize_answer) for a in filled]
-        atype = row.answer_type or (_cached(type_cache, tuple(normalised), answer_type) if normalised else "")
-        result.items.append({
-            "id": row.question_id if source.format == "vqa2" and row.question_id else row.row,
+            self.truncated_answers += 1
+        filled = fill_answers(original[:NUM_ANSWERS])
+        normalised = [_cached(self._norm_cache, a, normalize_answer) for a in filled]
+        atype = row.answer_type or (_cached(self._type_cache, tuple(normalised), answer_type) if normalised else "")
+        return {
+            "id": row.question_id if self.source_format == "vqa2" and row.question_id else row.row,
             "image": target.stored_name,
+            "thumbnail": target.thumbnail,
             "question": question,
             "answers": normalised,
             "answer_type": atype,
@@ -214,36 +179,118 @@ def clean_dataset(questions_path, images_zip_path, out_dir, annotations_path=Non
             "image_width": target.width,
             "image_height": target.height,
             "image_original_name": target.original_name,
-        })
+        }
 
+
+def clean_dataset(questions_path, images_zip_path, out_dir, annotations_path=None, *, max_side=1920,
+                  limits: Optional[Limits] = None, report: Optional[Callable] = None,
+                  should_cancel: Optional[Callable] = None, questions_name: Optional[str] = None,
+                  images_name: Optional[str] = None, workers: int = 1, thumbnails: bool = False) -> CleanResult:
+    """Check and clean one upload; accepted images go to ``out_dir/images/`` (thumbnails to ``out_dir/thumbs/``).
+
+    ``questions_name`` / ``images_name`` are the names the user uploaded (for messages); ``workers`` is
+    the number of processes that check images; ``thumbnails`` makes a small WebP per accepted image."""
+    limits = dataclasses.replace(limits or Limits(), max_side=max_side)
+    out_dir = Path(out_dir)
+    progress = _Progress(report, should_cancel)
+    progress.cancel_point()
+    # open the questions first: a wrong file fails fast, before unpacking thousands of images
+    source = open_questions(questions_path, annotations_path, display_name=questions_name)
+    zip_label = images_name or os.path.basename(str(images_zip_path))
+    progress(0.0, "Checking the images ZIP")
+    scan = scan_zip(images_zip_path, out_dir / "images", limits, should_cancel=should_cancel,
+                    display_name=images_name, workers=workers,
+                    thumbs_dir=(out_dir / "thumbs") if thumbnails else None,
+                    report=lambda p, stage: progress(0.6 * p, stage))
+    if not scan.images:
+        raise _no_usable_images(scan, zip_label, max_side)
+
+    result = CleanResult(image_root=str(out_dir / "images"), source_format=source.format,
+                         thumb_root=str(out_dir / "thumbs") if thumbnails else "")
+    result.dropped_images = [{"image": s.name, "reason_code": s.reason_code, "reason": s.reason}
+                             for s in scan.skipped]
+    judge = _RowJudge(ImageIndex(scan.images, scan.skipped), zip_label, source.format)
+    progress(0.6, "Reading the questions")
+    rows_in = _read_rows(source, judge, result, progress)
+    result.warnings.extend(source.warnings)  # complete once the source was read to the end
+    _require_usable_rows(rows_in, source, judge, result)
+    result.warnings.extend(_scan_warnings(scan, judge, result, max_side))
+    result.counts = _counts(rows_in, scan, judge, result)
+    result.level = "warning" if (result.dropped or result.dropped_images or result.warnings) else "success"
+    progress(1.0, f"Ready: {len(scan.images):,} images, {len(result.items):,} questions")
+    return result
+
+
+def _no_usable_images(scan, zip_label: str, max_side: int) -> UserFacingError:
+    found = len(scan.images) + len(scan.skipped) + len(scan.ignored)
+    reasons = Counter(s.reason_code for s in scan.skipped)
+    detail = ", ".join(f"{n} {code.replace('_', ' ')}" for code, n in reasons.most_common(3))
+    return UserFacingError(
+        f"The ZIP '{zip_label}' contains no usable images ({found} files"
+        f"{': ' + detail if detail else ''}). Put PNG or JPEG images of at most {max_side}x{max_side} "
+        f"pixels in the ZIP and upload it again.")
+
+
+def _read_rows(source, judge: _RowJudge, result: CleanResult, progress: _Progress) -> int:
+    """Every row either becomes an item or a dropped entry with its reason; returns the rows read."""
+    rows_in = 0
+    for row in source:
+        rows_in += 1
+        if rows_in % _ROW_CHUNK == 0:
+            progress.cancel_point()
+            frac = source.progress()
+            if frac is None and source.total:
+                frac = rows_in / source.total
+            progress(0.6 + 0.4 * (frac or 0.0), f"Checking questions: {rows_in:,} rows read")
+        code, reason, target = judge.rejection(row)
+        if code is not None:
+            judge.reasons[code] += 1
+            result.dropped.append({"row": row.row, "image": row.image, "question": row.question,
+                                   "reason_code": code, "reason": reason})
+            continue
+        result.items.append(judge.item(row, target))
+    return rows_in
+
+
+def _require_usable_rows(rows_in: int, source, judge: _RowJudge, result: CleanResult) -> None:
     if rows_in == 0:
         raise UserFacingError(f"The questions file '{source.label}' has a header but no question rows.")
     if not result.items:
-        top = ", ".join(f"{n:,} {code.replace('_', ' ')}" for code, n in reasons.most_common(3))
+        top = ", ".join(f"{n:,} {code.replace('_', ' ')}" for code, n in judge.reasons.most_common(3))
         example = result.dropped[0]["reason"] if result.dropped else ""
         raise UserFacingError(
             f"None of the {rows_in:,} questions could be used ({top}). For example: {example} "
             f"Check that the image column matches the file names in the ZIP.")
 
-    unused = [im.original_name for im in scan.images if im.original_name not in used]
+
+def _unused_images(scan, judge: _RowJudge) -> list:
+    return [im.original_name for im in scan.images if im.original_name not in judge.used]
+
+
+def _scan_warnings(scan, judge: _RowJudge, result: CleanResult, max_side: int) -> list:
+    warnings = []
+    unused = _unused_images(scan, judge)
     if unused:
-        result.warnings.append(f"{len(unused):,} images in the ZIP are not used by any question "
-                               f"(e.g. {', '.join(unused[:3])}).")
+        warnings.append(f"{len(unused):,} images in the ZIP are not used by any question "
+                        f"(e.g. {', '.join(unused[:3])}).")
     if scan.ignored:
-        result.warnings.append(f"{len(scan.ignored):,} files in the ZIP are not images and were ignored "
-                               f"(e.g. {', '.join(s.name for s in scan.ignored[:3])}).")
-    if truncated_answers:
-        result.warnings.append(f"{truncated_answers:,} rows had more than {NUM_ANSWERS} answers; only the first "
-                               f"{NUM_ANSWERS} were kept.")
+        warnings.append(f"{len(scan.ignored):,} files in the ZIP are not images and were ignored "
+                        f"(e.g. {', '.join(s.name for s in scan.ignored[:3])}).")
+    if judge.truncated_answers:
+        warnings.append(f"{judge.truncated_answers:,} rows had more than {NUM_ANSWERS} answers; only the first "
+                        f"{NUM_ANSWERS} were kept.")
     if scan.oversized:
-        result.warnings.append(f"{len(scan.oversized):,} images are larger than {max_side}x{max_side} pixels "
-                               f"and were removed with the questions about them.")
+        warnings.append(f"{len(scan.oversized):,} images are larger than {max_side}x{max_side} pixels "
+                        f"and were removed with the questions about them.")
     unlabelled = sum(1 for it in result.items if not it["answers"])
     if 0 < unlabelled < len(result.items):
-        result.warnings.append(f"{unlabelled:,} kept questions have no answer (they can be used for "
-                               f"prediction but not for training or scoring).")
+        warnings.append(f"{unlabelled:,} kept questions have no answer (they can be used for "
+                        f"prediction but not for training or scoring).")
+    return warnings
 
-    result.counts = {
+
+def _counts(rows_in: int, scan, judge: _RowJudge, result: CleanResult) -> dict:
+    return {
         "rows_in": rows_in,
         "rows_kept": len(result.items),
         "rows_dropped": len(result.dropped),
@@ -251,11 +298,8 @@ def clean_dataset(questions_path, images_zip_path, out_dir, annotations_path=Non
         "images_kept": len(scan.images),
         "images_dropped": len(scan.skipped),
         "images_oversized": len(scan.oversized),
-        "images_unused": len(unused),
+        "images_unused": len(_unused_images(scan, judge)),
         "files_ignored": len(scan.ignored),
-        "dropped_by_reason": dict(reasons),
+        "dropped_by_reason": dict(judge.reasons),
         "images_dropped_by_reason": dict(Counter(s.reason_code for s in scan.skipped)),
     }
-    result.level = "warning" if (result.dropped or result.dropped_images or result.warnings) else "success"
-    _report(1.0, f"Ready: {len(scan.images):,} images, {len(result.items):,} questions")
-    return result

@@ -16,6 +16,7 @@ problems with one member are returned as :class:`SkippedMember` entries with a r
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
 import posixpath
 import stat
@@ -23,6 +24,8 @@ import struct
 import warnings
 import zipfile
 import zlib
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -40,9 +43,17 @@ __all__ = [
     "scan_zip",
     "check_member_name",
     "check_image_file",
+    "make_thumbnail",
+    "THUMB_SIDE",
 ]
 
 CHUNK = 1 << 16
+#: thumbnails made at cleaning for list pages (WebP, longest side)
+THUMB_SIDE = 256
+#: images per task sent to the checking pool
+POOL_BATCH = 16
+#: below this many members a pool costs more to start than it saves
+POOL_MIN_MEMBERS = 64
 #: compression ratios are only judged once this many bytes came out (tiny files compress oddly well)
 RATIO_MIN_BYTES = 1 << 20
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
@@ -79,6 +90,7 @@ class ImageEntry:
     format: str          # Pillow format name ("PNG", "JPEG", ...)
     sha256: str
     size_bytes: int
+    thumbnail: str = ""  # file name in the thumbnails folder ("" when none was made)
 
 
 @dataclass
@@ -126,10 +138,11 @@ def _is_ignored_name(norm: str) -> bool:
     return parts[0] == "__MACOSX" or any(p.startswith(".") for p in parts)
 
 
-def check_image_file(path: Path, limits: Limits) -> tuple[Optional[str], str, Optional[tuple]]:
+def check_image_file(path: Path, limits: Limits, thumb_path=None) -> tuple[Optional[str], str, Optional[tuple]]:
     """Open a file with Pillow like an attacker sent it.
 
     Returns (None, format, (width, height)) for a good image, else (reason_code, message, size-or-None).
+    With ``thumb_path`` a good image also gets its WebP thumbnail there, made from the decoded pixels.
     """
     old_max = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = limits.max_image_pixels
@@ -149,6 +162,8 @@ def check_image_file(path: Path, limits: Limits) -> tuple[Optional[str], str, Op
                     im.verify()
                 with Image.open(path, formats=ALLOWED_FORMATS) as im:
                     im.load()
+                    if thumb_path is not None and size[0] <= limits.max_side and size[1] <= limits.max_side:
+                        make_thumbnail(im, thumb_path)
             except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
                 return ("image_too_many_pixels",
                         f"is too large to decode safely ({exc}); the limit is "
@@ -192,105 +207,166 @@ def _declared_ratio_ok(info: zipfile.ZipInfo, limits: Limits) -> bool:
                 and info.file_size / info.compress_size > limits.max_ratio)
 
 
+class _ScanState:
+    """What one scan carries from member to member."""
+
+    def __init__(self, out_dir: Path, limits: Limits, label: str, thumbs_dir: Optional[Path]):
+        self.out_dir, self.limits, self.label, self.thumbs_dir = out_dir, limits, label, thumbs_dir
+        self.seen_names: set = set()
+        self.by_hash: dict = {}   # sha256 -> (stored name, thumbnail name)
+        self.total = 0            # bytes unpacked so far (real bytes, not the headers' claims)
+
+
+@dataclass
+class _Extracted:
+    """A member copied to a temporary file, waiting for its image check."""
+
+    norm: str
+    ext: str
+    tmp: Path
+    sha: str
+    written: int
+
+    @property
+    def thumb_tmp(self) -> Path:
+        return self.tmp.with_name(self.tmp.name + ".thumb")
+
+
 def scan_zip(zip_path, out_dir, limits: Optional[Limits] = None, *,
              report: Optional[Callable] = None, should_cancel: Optional[Callable] = None,
-             display_name: Optional[str] = None) -> ZipScan:
+             display_name: Optional[str] = None, workers: int = 1,
+             thumbs_dir=None) -> ZipScan:
     """Check every member of ``zip_path`` and copy the good images to ``out_dir`` (created).
 
     ``report(progress, stage)`` gets 0..1 over the members; ``should_cancel()`` is polled every few
-    members and raises :class:`gpu_worker.Cancelled`.
+    members and raises :class:`gpu_worker.Cancelled`. With ``workers`` > 1 the image checks (the
+    expensive full decode) run in a pool of that many processes while this process keeps unpacking;
+    results are taken in member order, so the outcome is the same as with one process. With
+    ``thumbs_dir`` every accepted image also gets a ``THUMB_SIDE`` px WebP thumbnail there.
     """
     limits = limits or Limits()
     label = display_name or os.path.basename(str(zip_path))
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).resolve()  # the pool's processes may have another working directory
     out_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        zf = zipfile.ZipFile(zip_path)
-    except _ZIP_OPEN_ERRORS as exc:
-        raise UserFacingError(
-            f"The images file '{label}' is not a readable ZIP archive ({exc}). Create the archive again "
-            f"with 'Compress' / 'Send to > Compressed folder' and upload the .zip file.") from exc
+    if thumbs_dir is not None:
+        thumbs_dir = Path(thumbs_dir).resolve()
+        thumbs_dir.mkdir(parents=True, exist_ok=True)
+    zf = _open_zip(zip_path, label)
     scan = ZipScan()
-    with zf:
-        try:
-            infos = zf.infolist()
-        except _ZIP_OPEN_ERRORS as exc:  # pragma: no cover - infolist is computed at open time
-            raise UserFacingError(f"The images file '{label}' has a damaged table of contents ({exc}).")
+    state = _ScanState(out_dir, limits, label, thumbs_dir)
+    infos = zf.infolist()
+    if len(infos) < POOL_MIN_MEMBERS:
+        workers = 1
+    with zf, _Checker(workers, limits, thumbs_dir is not None) as checker:
         scan.members_total = len(infos)
         _check_declared(infos, limits, label)
-        seen_names: set = set()
-        by_hash: dict = {}
-        total = 0
-        n = max(len(infos), 1)
         for idx, info in enumerate(infos):
             if idx % 50 == 0:
-                if should_cancel is not None and should_cancel():
-                    raise Cancelled()
-                if report is not None:
-                    report(idx / n, f"Checking images: {idx:,} of {len(infos):,} files")
-            total = _scan_member(zf, info, out_dir, limits, label, scan, seen_names, by_hash, total)
-        scan.bytes_total = total
+                _poll(idx, len(infos), report, should_cancel)
+            extracted = _take_member(zf, info, state, scan)
+            if extracted is not None:
+                for done in checker.submit(extracted):
+                    _accept(*done, state, scan)
+        for done in checker.drain():
+            _accept(*done, state, scan)
+        scan.bytes_total = state.total
         if report is not None:
             report(1.0, f"Checked {len(infos):,} files")
     return scan
 
 
-def _scan_member(zf, info, out_dir, limits, label, scan, seen_names, by_hash, total) -> int:  # noqa: C901 - split into steps under issue 15
+def _open_zip(zip_path, label) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(zip_path)
+    except _ZIP_OPEN_ERRORS as exc:
+        raise UserFacingError(
+            f"The images file '{label}' is not a readable ZIP archive ({exc}). Create the archive again "
+            f"with 'Compress' / 'Send to > Compressed folder' and upload the .zip file.") from exc
+
+
+def _poll(idx: int, n: int, report, should_cancel) -> None:
+    if should_cancel is not None and should_cancel():
+        raise Cancelled()
+    if report is not None:
+        report(idx / max(n, 1), f"Checking images: {idx:,} of {n:,} files")
+
+
+def _take_member(zf, info, state: _ScanState, scan: ZipScan) -> Optional[_Extracted]:
+    """Judge one member by its name and header, then unpack it; None when it was recorded as skipped."""
+    norm = _admit_member(info, state, scan)
+    if norm is None:
+        return None
+    ext = posixpath.splitext(norm)[1].lower()
+    extracted, problem = _unpack(zf, info, norm, ext, state)
+    if problem is not None:
+        scan.skipped.append(problem)
+        return None
+    return extracted
+
+
+def _admit_member(info, state: _ScanState, scan: ZipScan) -> Optional[str]:
+    """The name and header rules, in order; returns the normalised name of a member worth unpacking."""
     name = info.filename
     if name.endswith("/") or name.endswith("\\"):
-        return total  # directory entry
+        return None  # directory entry
     code, norm = check_member_name(name)
     if code is not None:
         scan.skipped.append(SkippedMember(name, code, norm))
-        return total
+        return None
     if not norm:
-        return total
-    if _is_ignored_name(norm):
-        scan.ignored.append(SkippedMember(norm, "hidden_file", "system or hidden file"))
-        return total
-    if _is_symlink(info):
-        scan.skipped.append(SkippedMember(norm, "symlink", f"'{norm}' is a symbolic link; links are not accepted"))
-        return total
-    if info.flag_bits & 0x1:
-        scan.skipped.append(SkippedMember(
-            norm, "encrypted", f"'{norm}' is password-protected; upload a ZIP without a password"))
-        return total
-    ext = posixpath.splitext(norm)[1].lower()
-    if ext and ext not in IMAGE_EXTENSIONS:
-        scan.ignored.append(SkippedMember(norm, "not_an_image_file", f"'{norm}' is not an image file"))
-        return total
-    if norm in seen_names:
-        scan.skipped.append(SkippedMember(
-            norm, "duplicate_member", f"'{norm}' appears twice in the ZIP; only the first copy is used"))
-        return total
-    seen_names.add(norm)
-    if info.file_size > limits.max_member_bytes:
-        scan.skipped.append(SkippedMember(
-            norm, "file_too_large",
-            f"'{norm}' is {info.file_size:,} bytes; the limit per image is {limits.max_member_bytes:,}"))
-        return total
-    if not _declared_ratio_ok(info, limits):
-        raise _fatal_bomb(label, norm, f"it compresses {info.file_size / info.compress_size:,.0f} to 1, "
-                                       f"more than the allowed {limits.max_ratio:,.0f} to 1")
+        return None
+    rejection = _header_rejection(info, norm, state)
+    if rejection is not None:
+        bucket, member = rejection
+        (scan.ignored if bucket == "ignored" else scan.skipped).append(member)
+        return None
+    state.seen_names.add(norm)
+    if not _declared_ratio_ok(info, state.limits):
+        raise _fatal_bomb(state.label, norm, f"it compresses {info.file_size / info.compress_size:,.0f} to 1, "
+                                             f"more than the allowed {state.limits.max_ratio:,.0f} to 1")
+    return norm
 
-    tmp = out_dir / f".incoming-{os.getpid()}-{len(seen_names)}"
+
+def _header_rejection(info, norm: str, state: _ScanState):
+    """("ignored" | "skipped", SkippedMember) for a member refused before unpacking, else None."""
+    ext = posixpath.splitext(norm)[1].lower()
+    if _is_ignored_name(norm):
+        return "ignored", SkippedMember(norm, "hidden_file", "system or hidden file")
+    if _is_symlink(info):
+        return "skipped", SkippedMember(norm, "symlink", f"'{norm}' is a symbolic link; links are not accepted")
+    if info.flag_bits & 0x1:
+        return "skipped", SkippedMember(norm, "encrypted",
+                                        f"'{norm}' is password-protected; upload a ZIP without a password")
+    if ext and ext not in IMAGE_EXTENSIONS:
+        return "ignored", SkippedMember(norm, "not_an_image_file", f"'{norm}' is not an image file")
+    if norm in state.seen_names:
+        return "skipped", SkippedMember(norm, "duplicate_member",
+                                        f"'{norm}' appears twice in the ZIP; only the first copy is used")
+    if info.file_size > state.limits.max_member_bytes:
+        return "skipped", SkippedMember(
+            norm, "file_too_large",
+            f"'{norm}' is {info.file_size:,} bytes; the limit per image is {state.limits.max_member_bytes:,}")
+    return None
+
+
+def _unpack(zf, info, norm: str, ext: str, state: _ScanState):
+    """Copy one member to a temporary file counting the real bytes; (extracted, None) or (None, problem)."""
+    limits = state.limits
+    tmp = state.out_dir / f".incoming-{os.getpid()}-{len(state.seen_names)}"
     digest = hashlib.sha256()
     written = 0
     compressed = max(info.compress_size, 1)
     problem = None
     try:
         with zf.open(info) as src, open(tmp, "wb") as dst:
-            while True:
-                chunk = src.read(CHUNK)
-                if not chunk:
-                    break
+            while chunk := src.read(CHUNK):
                 written += len(chunk)
-                total += len(chunk)
-                if total > limits.max_total_bytes:
-                    raise _fatal_bomb(label, norm, f"the archive unpacks to more than "
-                                                   f"{limits.max_total_bytes:,} bytes")
+                state.total += len(chunk)
+                if state.total > limits.max_total_bytes:
+                    raise _fatal_bomb(state.label, norm, f"the archive unpacks to more than "
+                                                         f"{limits.max_total_bytes:,} bytes")
                 if written >= RATIO_MIN_BYTES and written / compressed > limits.max_ratio:
-                    raise _fatal_bomb(label, norm, f"it compresses more than {limits.max_ratio:,.0f} to 1")
+                    raise _fatal_bomb(state.label, norm, f"it compresses more than {limits.max_ratio:,.0f} to 1")
                 if written > limits.max_member_bytes:
                     problem = SkippedMember(norm, "file_too_large",
                                             f"'{norm}' unpacks to more than {limits.max_member_bytes:,} "
@@ -307,33 +383,135 @@ def _scan_member(zf, info, out_dir, limits, label, scan, seen_names, by_hash, to
         problem = SkippedMember(norm, "empty_file", f"'{norm}' is an empty file")
     if problem is not None:
         tmp.unlink(missing_ok=True)
-        scan.skipped.append(problem)
-        return total
+        return None, problem
+    return _Extracted(norm, ext, tmp, digest.hexdigest(), written), None
 
-    code, fmt_or_msg, size = check_image_file(tmp, limits)
+
+def _accept(ex: _Extracted, checked: tuple, state: _ScanState, scan: ZipScan) -> None:
+    """Record the image check of one member: stored under its content hash, or skipped with the reason."""
+    code, fmt_or_msg, size, has_thumb = checked
     if code is not None:
-        tmp.unlink(missing_ok=True)
-        if code == "not_an_image" and not ext:
-            scan.ignored.append(SkippedMember(norm, "not_an_image_file", f"'{norm}' is not an image file"))
+        _discard(ex)
+        if code == "not_an_image" and not ex.ext:
+            scan.ignored.append(SkippedMember(ex.norm, "not_an_image_file", f"'{ex.norm}' is not an image file"))
         else:
-            scan.skipped.append(SkippedMember(norm, code, f"'{norm}' {fmt_or_msg}",
+            scan.skipped.append(SkippedMember(ex.norm, code, f"'{ex.norm}' {fmt_or_msg}",
                                               *(size if size else (None, None))))
-        return total
+        return
     width, height = size
+    limits = state.limits
     if width > limits.max_side or height > limits.max_side:
-        tmp.unlink(missing_ok=True)
+        _discard(ex)
         scan.skipped.append(SkippedMember(
-            norm, "image_oversized",
-            f"'{norm}' is {width}x{height} pixels; images may be at most {limits.max_side} pixels wide "
+            ex.norm, "image_oversized",
+            f"'{ex.norm}' is {width}x{height} pixels; images may be at most {limits.max_side} pixels wide "
             f"and tall. Resize it and upload again", width, height))
-        return total
-    sha = digest.hexdigest()
-    stored = by_hash.get(sha)
-    if stored is None:
-        stored = sha[:20] + FORMAT_EXTENSION.get(fmt_or_msg, ".img")
-        os.replace(tmp, out_dir / stored)
-        by_hash[sha] = stored
+        return
+    known = state.by_hash.get(ex.sha)
+    if known is None:
+        stored = ex.sha[:20] + FORMAT_EXTENSION.get(fmt_or_msg, ".img")
+        os.replace(ex.tmp, state.out_dir / stored)
+        thumb = ""
+        if has_thumb and state.thumbs_dir is not None:
+            thumb = ex.sha[:20] + ".webp"
+            os.replace(ex.thumb_tmp, state.thumbs_dir / thumb)
+        known = state.by_hash[ex.sha] = (stored, thumb)
     else:
-        tmp.unlink(missing_ok=True)
-    scan.images.append(ImageEntry(norm, stored, width, height, fmt_or_msg, sha, written))
-    return total
+        _discard(ex)
+    scan.images.append(ImageEntry(ex.norm, known[0], width, height, fmt_or_msg, ex.sha, ex.written,
+                                  thumbnail=known[1]))
+
+
+def _discard(ex: _Extracted) -> None:
+    ex.tmp.unlink(missing_ok=True)
+    ex.thumb_tmp.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------- image checks, in this process or a pool
+def make_thumbnail(im, dest, side: int = THUMB_SIDE) -> bool:
+    """Write a WebP thumbnail of a loaded image (at most ``side`` px); False when the mode can't be shown.
+
+    Shrinks ``im`` in place (no copy of the full pixels): integer reduction first, then bilinear."""
+    try:
+        im.thumbnail((side, side), Image.BILINEAR, reducing_gap=1.0)
+        thumb = im
+        has_alpha = thumb.mode in ("RGBA", "LA", "PA") or (thumb.mode == "P" and "transparency" in thumb.info)
+        thumb = thumb.convert("RGBA" if has_alpha else "RGB")
+        thumb.save(dest, "WEBP", quality=80, method=0)
+        return True
+    except Exception:  # noqa: BLE001 - a thumbnail is a convenience; the image itself was accepted
+        if isinstance(dest, (str, Path)):
+            Path(dest).unlink(missing_ok=True)
+        return False
+
+
+def _check_batch(batch: list, limits: Limits) -> list:
+    """Check a batch of (path, thumbnail path or None); one result tuple per entry (runs in the pool)."""
+    out = []
+    for path, thumb in batch:
+        code, fmt_or_msg, size = check_image_file(Path(path), limits, thumb_path=thumb)
+        out.append((code, fmt_or_msg, size, code is None and thumb is not None and os.path.exists(thumb)))
+    return out
+
+
+class _Checker:
+    """Runs image checks in order: inline with one worker, else batched over a process pool.
+
+    ``submit`` returns the (extracted, result) pairs that are finished at the head of the line, so
+    callers see members in ZIP order whatever the pool does; at most ``2 * workers`` batches wait."""
+
+    def __init__(self, workers: int, limits: Limits, thumbs: bool):
+        self.workers = max(int(workers or 1), 1)
+        self.limits, self.thumbs = limits, thumbs
+        self._pool = None
+        self._batch: list = []
+        self._line: deque = deque()   # (list of _Extracted, future)
+
+    def __enter__(self):
+        if self.workers > 1:
+            ctx = multiprocessing.get_context("forkserver")  # no fork of a process with threads
+            ctx.set_forkserver_preload(["gpu_worker.safezip"])
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx)
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        for ex in self._batch:
+            _discard(ex)
+        for batch, _future in self._line:
+            for ex in batch:
+                _discard(ex)
+        return False
+
+    def _job(self, batch):
+        return [(str(ex.tmp), str(ex.thumb_tmp) if self.thumbs else None) for ex in batch]
+
+    def submit(self, ex: _Extracted):
+        if self._pool is None:
+            return [(ex, _check_batch(self._job([ex]), self.limits)[0])]
+        self._batch.append(ex)
+        if len(self._batch) >= POOL_BATCH:
+            self._line.append((self._batch, self._pool.submit(_check_batch, self._job(self._batch), self.limits)))
+            self._batch = []
+        done = []
+        while self._line and (len(self._line) > 2 * self.workers or self._line[0][1].done()):
+            done.extend(self._pop())
+        return done
+
+    def _pop(self):
+        batch, future = self._line.popleft()
+        try:
+            results = future.result()
+        except BaseException:
+            for ex in batch:
+                _discard(ex)
+            raise
+        return list(zip(batch, results))
+
+    def drain(self):
+        if self._batch and self._pool is not None:
+            self._line.append((self._batch, self._pool.submit(_check_batch, self._job(self._batch), self.limits)))
+            self._batch = []
+        while self._line:
+            yield from self._pop()

@@ -7,8 +7,9 @@ Formats (see :func:`open_questions`):
   ignored). Answers come from ``answer`` / ``answers`` (several separated by ``|``) or numbered
   columns ``answer_1`` ... ``answer_10``. Rows are streamed; ``row`` is the number a spreadsheet shows
   (header = row 1).
-* VQAv2 JSON - a questions file ``{"questions": [...]}`` plus an optional annotations file
+* VQAv2 JSON (streamed with ijson, never parsed whole) - a questions file ``{"questions": [...]}`` plus an optional annotations file
   ``{"annotations": [...]}`` (or both lists in one file). Images are referred to by numeric id.
+* Excel ``.xlsx`` - the first sheet, read with pandas (openpyxl), the same columns and aliases as CSV.
 * A JSON list or JSON Lines of objects ``{"image", "question", "answer" | "answers"}``.
 """
 from __future__ import annotations
@@ -19,8 +20,11 @@ import io
 import json
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Iterator, Optional
+
+import ijson
 
 from gpu_worker import UserFacingError
 
@@ -142,7 +146,7 @@ class QuestionSource:
         self.format = fmt
         self.label = label
         self.columns = list(columns)
-        self.warnings = list(warnings)
+        self.warnings = warnings if isinstance(warnings, list) else list(warnings)  # may grow while read
         self.total = total              # number of rows when known in advance (JSON), else None
         self.encoding = encoding
         self.delimiter = delimiter
@@ -306,17 +310,144 @@ def _csv_row(record, row_no, roles, numbered) -> Row:
                question_type=_cell(record, roles.get("question_type")) or None)
 
 
-# ---------------------------------------------------------------- JSON flavours
-def _load_json(path, label):
-    encoding = detect_encoding(path, label)
+# ---------------------------------------------------------------- Excel workbooks (pandas + openpyxl)
+XLSX_MAGIC = b"PK\x03\x04"
+
+
+def _open_xlsx(path, label) -> QuestionSource:
+    """The first sheet of an .xlsx workbook, read by pandas (openpyxl engine) as text cells.
+
+    Rows keep the numbers Excel shows (blank rows count); formulas are never evaluated: a formula
+    cell gives the value Excel saved with it, or nothing."""
+    import pandas as pd
+
+    with open(path, "rb") as fh:
+        if fh.read(4) != XLSX_MAGIC:
+            raise UserFacingError(f"The questions file '{label}' is named .xlsx but is not an Excel workbook. "
+                                  f"Save it again in Excel as 'Excel Workbook (.xlsx)' or as 'CSV UTF-8'.")
     try:
-        with open(path, "r", encoding=encoding) as fh:
-            return json.load(fh)
-    except json.JSONDecodeError as exc:
-        raise UserFacingError(f"The file '{label}' is not valid JSON (line {exc.lineno}, column {exc.colno}: "
-                              f"{exc.msg}).") from exc
-    except RecursionError as exc:
-        raise UserFacingError(f"The file '{label}' is nested too deeply to be a questions file.") from exc
+        frame = pd.read_excel(path, sheet_name=0, header=None, dtype=str, keep_default_na=False,
+                              engine="openpyxl")
+    except Exception as exc:  # noqa: BLE001 - openpyxl raises many types on damaged workbooks
+        raise UserFacingError(f"The questions file '{label}' could not be read as an Excel workbook "
+                              f"({type(exc).__name__}: {str(exc)[:200]}). Save it again in Excel as .xlsx, "
+                              f"or as 'CSV UTF-8'.") from exc
+    records = frame.fillna("").astype(str).values.tolist()
+    header_at = next((i for i, r in enumerate(records) if any(c.strip() for c in r)), None)
+    if header_at is None:
+        raise UserFacingError(f"The questions file '{label}' is an empty workbook. Its first sheet needs a "
+                              f"header row (image, question, answer) and one row per question.")
+    header = records[header_at]
+    roles, numbered, warnings = _map_columns(header, label)
+
+    def rows():
+        for i in range(header_at + 1, len(records)):
+            if any(c.strip() for c in records[i]):
+                yield _csv_row(records[i], i + 1, roles, numbered)  # Excel's row number: index + 1
+
+    return QuestionSource("xlsx", label, rows, columns=[h.strip() for h in header if h.strip()],
+                          warnings=warnings, total=len(records) - header_at - 1)
+
+
+# ---------------------------------------------------------------- JSON flavours (streamed with ijson)
+_JSON_ERRORS = (ijson.JSONError, ValueError, UnicodeDecodeError, RecursionError)
+JSONL_SNIFF_BYTES = 1 << 20
+
+
+class _Utf8Reader:
+    """A byte stream of UTF-8 for ijson from a file in another encoding (latin-1, UTF-16)."""
+
+    def __init__(self, raw, encoding):
+        self._text = io.TextIOWrapper(raw, encoding=encoding)
+
+    def read(self, n=-1):
+        return self._text.read(n).encode("utf-8")
+
+
+class _JsonFile:
+    """A JSON file read incrementally: ``items(prefix)`` yields the values under an ijson prefix.
+
+    Nothing holds the whole document; ``progress()`` is the read position over the file size."""
+
+    def __init__(self, path, label):
+        self.path, self.label = path, label
+        self.encoding = detect_encoding(path, label)
+        self.size = max(os.path.getsize(path), 1)
+        self._raw = None
+
+    def _open(self):
+        raw = open(self.path, "rb")
+        if self.encoding == "utf-8-sig":
+            raw.seek(len(codecs.BOM_UTF8))
+        return raw
+
+    def error(self, exc) -> UserFacingError:
+        if isinstance(exc, RecursionError):
+            return UserFacingError(f"The file '{self.label}' is nested too deeply to be a questions file.")
+        text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return UserFacingError(f"The file '{self.label}' is not valid JSON ({text}).")
+
+    def _stream(self, raw):
+        return raw if self.encoding in ("utf-8", "utf-8-sig") else _Utf8Reader(raw, self.encoding)
+
+    def items(self, prefix):
+        with self._open() as raw:
+            self._raw = raw
+            try:
+                yield from ijson.items(self._stream(raw), prefix, use_float=True)
+            except _JSON_ERRORS as exc:
+                raise self.error(exc) from exc
+            finally:
+                self._raw = None
+
+    def layout(self, wanted=()):
+        """("list", set()) or ("map", top-level keys seen), reading only until every ``wanted`` key showed up."""
+        keys: set = set()
+        depth = 0
+        kind = None
+        with self._open() as raw:
+            try:
+                for event, value in ijson.basic_parse(self._stream(raw), use_float=True):
+                    if kind is None:
+                        if event not in ("start_map", "start_array"):
+                            return "scalar", keys
+                        kind = "map" if event == "start_map" else "list"
+                        if kind == "list":
+                            return kind, keys
+                    if event == "map_key" and depth == 1:
+                        keys.add(value)
+                        if wanted and keys.issuperset(wanted):
+                            return kind, keys
+                    if event in ("start_map", "start_array"):
+                        depth += 1
+                    elif event in ("end_map", "end_array"):
+                        depth -= 1
+            except _JSON_ERRORS as exc:
+                raise self.error(exc) from exc
+        if kind is None:
+            raise UserFacingError(f"The file '{self.label}' is empty; it needs a list of questions.")
+        return kind, keys
+
+    def progress(self) -> Optional[float]:
+        raw = self._raw
+        try:
+            return min(raw.tell() / self.size, 1.0) if raw is not None else None
+        except (OSError, ValueError):
+            return None
+
+
+def _looks_like_jsonl(path) -> bool:
+    """A first line that is a whole JSON object followed by more text: JSON Lines saved as .json."""
+    with open(path, "rb") as fh:
+        head = fh.read(JSONL_SNIFF_BYTES)
+    text = head.decode("utf-8", errors="ignore").lstrip("\ufeff \t\r\n")
+    first, sep, rest = text.partition("\n")
+    if not sep or not rest.strip():
+        return False
+    try:
+        return isinstance(json.loads(first), dict)
+    except (json.JSONDecodeError, RecursionError):
+        return False
 
 
 def _obj_row(obj, row_no, label) -> Row:
@@ -355,49 +486,116 @@ def _check_list_columns(items, label):
         raise _missing_columns(label, list(first.keys()), missing)
 
 
-def _vqa2_source(data, ann_data, label) -> QuestionSource:
-    questions = data.get("questions")
-    if not isinstance(questions, list):
-        raise UserFacingError(f"The file '{label}' looks like VQAv2 JSON but has no \"questions\" list.")
-    annotations = {}
-    ann_list = (ann_data or {}).get("annotations") if isinstance(ann_data, dict) else None
-    if ann_data is not None and not isinstance(ann_list, list):
-        raise UserFacingError("The annotations file has no \"annotations\" list (VQAv2 format expected).")
-    for a in ann_list or []:
-        if isinstance(a, dict) and "question_id" in a:
-            annotations[str(a["question_id"])] = a
+def _compact_annotation(a: dict) -> tuple:
+    """What a row needs from one VQAv2 annotation, with repeated strings shared (answers repeat a lot)."""
+    answers = _split_answers(a.get("answers"))
+    if not answers and a.get("multiple_choice_answer"):
+        answers = [str(a["multiple_choice_answer"]).strip()]
+    atype, qtype = a.get("answer_type") or None, a.get("question_type") or None
+    return (tuple(sys.intern(x) for x in answers), None if atype is None else sys.intern(str(atype)),
+            None if qtype is None else sys.intern(str(qtype)))
+
+
+class _AnnotationLookup:
+    """Answers by question id, read from the annotations stream as far as needed.
+
+    The official files list annotations in question order, so a lookup usually takes the next one and
+    memory stays flat; annotations read past (another order, orphan questions) wait in ``pending``."""
+
+    def __init__(self, stream):
+        self._it = iter(stream)
+        self.pending: dict = {}
+
+    def get(self, qid):
+        key = str(qid)
+        hit = self.pending.pop(key, None)
+        if hit is not None or self._it is None:
+            return hit
+        for a in self._it:
+            if not isinstance(a, dict) or "question_id" not in a:
+                continue
+            k = str(a["question_id"])
+            rec = _compact_annotation(a)
+            if k == key:
+                return rec
+            self.pending[k] = rec
+        self._it = None
+        return None
+
+
+def _vqa2_row(n, q, ann) -> Row:
+    image_id = q.get("image_id")
+    qid = q.get("question_id")
+    answers, atype, qtype = (list(ann[0]), ann[1], ann[2]) if ann is not None else ([], None, None)
+    valid_id = isinstance(image_id, int) and not isinstance(image_id, bool)
+    return Row(row=n, image="" if image_id is None else str(image_id),
+               question=str(q.get("question") or "").strip(), answers=answers,
+               image_id=image_id if valid_id else None,
+               question_id=None if qid is None else str(qid),
+               answer_type=atype, question_type=qtype)
+
+
+def _vqa2_source(qfile: _JsonFile, afile: Optional[_JsonFile]) -> QuestionSource:
+    """VQAv2: questions and annotations are both streamed; the warnings are complete after iteration."""
+    warnings: list = []
 
     def rows():
-        for n, q in enumerate(questions, start=1):
+        warnings.clear()
+        lookup = _AnnotationLookup(afile.items("annotations.item")) if afile is not None else None
+        unmatched = 0
+        for n, q in enumerate(qfile.items("questions.item"), start=1):
             if not isinstance(q, dict):
                 yield Row(row=n, image="", question="", error="is not a question object")
                 continue
-            image_id = q.get("image_id")
             qid = q.get("question_id")
-            ann = annotations.get(str(qid)) if qid is not None else None
-            answers, atype, qtype = [], None, None
-            if ann is not None:
-                answers = _split_answers(ann.get("answers"))
-                if not answers and ann.get("multiple_choice_answer"):
-                    answers = [str(ann["multiple_choice_answer"]).strip()]
-                atype = ann.get("answer_type") or None
-                qtype = ann.get("question_type") or None
-            valid_id = isinstance(image_id, int) and not isinstance(image_id, bool)
-            yield Row(row=n, image="" if image_id is None else str(image_id),
-                      question=str(q.get("question") or "").strip(), answers=answers,
-                      image_id=image_id if valid_id else None,
-                      question_id=None if qid is None else str(qid),
-                      answer_type=None if atype is None else str(atype),
-                      question_type=None if qtype is None else str(qtype))
-
-    warnings = []
-    if ann_data is not None:
-        unmatched = sum(1 for q in questions if isinstance(q, dict) and str(q.get("question_id")) not in annotations)
+            ann = lookup.get(qid) if (lookup is not None and qid is not None) else None
+            unmatched += lookup is not None and ann is None
+            yield _vqa2_row(n, q, ann)
         if unmatched:
             warnings.append(f"{unmatched:,} questions have no entry in the annotations file; they are kept "
                             f"without answers.")
-    return QuestionSource("vqa2", label, rows, columns=["image_id", "question", "question_id"],
-                          warnings=warnings, total=len(questions))
+
+    return QuestionSource("vqa2", qfile.label, rows, columns=["image_id", "question", "question_id"],
+                          warnings=warnings, progress_fn=qfile.progress)
+
+
+def _json_list_source(jf: _JsonFile, prefix: str) -> QuestionSource:
+    first = None
+    for obj in jf.items(prefix):
+        if isinstance(obj, dict):
+            first = obj
+            break
+    _check_list_columns([first] if first is not None else [], jf.label)
+
+    def rows():
+        return (_obj_row(o, n, jf.label) for n, o in enumerate(jf.items(prefix), 1))
+
+    return QuestionSource("json", jf.label, rows, columns=list(first.keys()), progress_fn=jf.progress)
+
+
+_LIST_KEYS = ("data", "items", "rows")
+
+
+def _open_json(path, annotations_path, label) -> QuestionSource:
+    jf = _JsonFile(path, label)
+    kind, keys = jf.layout(wanted=("questions",) if annotations_path else ())
+    af = None
+    if annotations_path:
+        af = _JsonFile(annotations_path, os.path.basename(str(annotations_path)))
+        a_kind, a_keys = af.layout(wanted=("annotations",))
+        if "questions" not in keys and "annotations" in keys and "questions" in a_keys:
+            return _vqa2_source(af, jf)  # the two files were swapped
+        if "questions" in keys and "annotations" not in a_keys:
+            raise UserFacingError("The annotations file has no \"annotations\" list (VQAv2 format expected).")
+    if kind == "map" and "questions" in keys:
+        return _vqa2_source(jf, af if af is not None else (jf if "annotations" in keys else None))
+    if kind == "list":
+        return _json_list_source(jf, "item")
+    for key in _LIST_KEYS:
+        if kind == "map" and key in keys:
+            return _json_list_source(jf, f"{key}.item")
+    raise UserFacingError(f"The file '{label}' is JSON but neither a list of questions nor VQAv2 "
+                          f"(a {{\"questions\": [...]}} object).")
 
 
 def _jsonl_source(path, label) -> QuestionSource:
@@ -447,35 +645,13 @@ def open_questions(path, annotations_path=None, *, display_name: Optional[str] =
     if not os.path.isfile(path):
         raise UserFacingError(f"The questions file '{label}' was not found.")
     ext = os.path.splitext(str(path))[1].lower()
+    if ext == ".xlsx":
+        return _open_xlsx(path, label)
     first = _first_char(path)
     if ext in (".jsonl", ".ndjson"):
         return _jsonl_source(path, label)
     if ext == ".json" or (first in ("[", "{") and ext not in (".csv", ".tsv", ".txt")):
-        if first == "{":
-            try:
-                data = _load_json(path, label)
-            except UserFacingError as exc:
-                if "Extra data" in str(exc):
-                    return _jsonl_source(path, label)
-                raise
-        else:
-            data = _load_json(path, label)
-        ann = _load_json(annotations_path, os.path.basename(str(annotations_path))) if annotations_path else None
-        if isinstance(data, dict) and "questions" in data:
-            return _vqa2_source(data, ann if ann is not None else (data if "annotations" in data else None),
-                                label)
-        if isinstance(data, dict) and "annotations" in data and isinstance(ann, dict) and "questions" in ann:
-            return _vqa2_source(ann, data, label)  # the two files were swapped
-        if isinstance(data, dict):
-            for key in ("data", "items", "rows"):
-                if isinstance(data.get(key), list):
-                    data = data[key]
-                    break
-        if not isinstance(data, list):
-            raise UserFacingError(f"The file '{label}' is JSON but neither a list of questions nor VQAv2 "
-                                  f"(a {{\"questions\": [...]}} object).")
-        _check_list_columns(data, label)
-        return QuestionSource("json", label, lambda: (_obj_row(o, n, label) for n, o in enumerate(data, 1)),
-                              columns=list(next(o for o in data if isinstance(o, dict)).keys()),
-                              total=len(data))
+        if first == "{" and _looks_like_jsonl(path):
+            return _jsonl_source(path, label)
+        return _open_json(path, annotations_path, label)
     return _open_csv(path, label)

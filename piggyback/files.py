@@ -104,3 +104,57 @@ def serve_file(name: str, *, download_name: str | None = None, as_attachment: bo
     response["X-Content-Type-Options"] = "nosniff"
     response["Cache-Control"] = "private, max-age=3600"
     return response
+
+
+# ------------------------------------------------------------------------------------------------
+# Appending (resumable uploads): bytes go straight to their stored file, no second full copy
+# ------------------------------------------------------------------------------------------------
+class AppendNotSupported(Exception):
+    """The storage backend cannot append to a stored file (implemented: local folders)."""
+
+
+def create_empty(name: str) -> None:
+    """Make an empty stored file at exactly ``name`` (the target of later :func:`append_stream` calls)."""
+    path = storage_path(name)
+    if path is None:
+        # S3 would start a multipart upload here and append parts; not implemented in this version
+        raise AppendNotSupported(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(exist_ok=False)
+
+
+def append_stream(name: str, offset: int, stream, max_bytes: int, chunk: int = 1024 * 1024) -> int:
+    """Write up to ``max_bytes`` from ``stream`` at ``offset`` of the stored file; returns the bytes written.
+
+    Whatever arrived before the stream broke off (a dropped connection) stays written: the caller
+    records the new offset and the client resumes from there."""
+    path = storage_path(name)
+    if path is None:
+        raise AppendNotSupported(name)
+    written = 0
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        fh.truncate()  # bytes past the recorded offset (a write cut short before it was recorded) go
+        while written < max_bytes:
+            try:
+                data = stream.read(min(chunk, max_bytes - written))
+            except OSError:  # the client went away mid-chunk
+                break
+            if not data:
+                break
+            fh.write(data)
+            written += len(data)
+    return written
+
+
+def move(src: str, dest: str) -> str:
+    """Give a stored file a new name (a rename on local disks, a copy + delete elsewhere)."""
+    src_path, dest_path = storage_path(src), storage_path(dest)
+    if src_path is not None and dest_path is not None:
+        dest_path.parent.mkdir(parents=True, exist_ok=True)
+        src_path.replace(dest_path)
+        return dest
+    with default_storage.open(src, "rb") as fh:
+        stored = default_storage.save(dest, File(fh))
+    default_storage.delete(src)
+    return stored

@@ -145,10 +145,59 @@ def get_queue(name: str):
     return django_rq.get_queue(name)
 
 
+def project_rate_limit(row: BackgroundRun):
+    """RQ's concurrency limit for GPU rows: at most GPU_JOBS_PER_PROJECT of one project's jobs queued
+    or running at once; the rest wait in RQ's rate-limited set (oldest first) and are promoted as
+    slots free up, so one team cannot hold every GPU worker. None when the limit is off (0)."""
+    from rq import RateLimit
+
+    limit = settings.GPU_JOBS_PER_PROJECT
+    project_id = getattr(row, "project_id", None)
+    if row.QUEUE != "gpu" or limit <= 0 or project_id is None:
+        return None
+    return RateLimit(key=f"piggyback-project-{project_id}-gpu", concurrency=limit)
+
+
+def queue_position(row: BackgroundRun) -> int | None:
+    """How many jobs start before this queued row (0 = next); None when it is not waiting in RQ.
+
+    A row held back by its project's limit waits behind the whole queue plus its project's earlier
+    held rows."""
+    if row.status != RunStatus.QUEUED or not row.rq_job_id:
+        return None
+    from rq.exceptions import NoSuchJobError
+    from rq.job import Job, JobStatus
+    from rq.rate_limit import RateLimitRegistry
+
+    try:
+        job = Job.fetch(row.rq_job_id, connection=get_queue(row.QUEUE).connection)
+        status = job.get_status()
+    except NoSuchJobError:
+        return None
+    if status == JobStatus.RATE_LIMITED:
+        held = RateLimitRegistry.from_job(job).get_rate_limited_job_ids()
+        ahead = held.index(job.id) if job.id in held else len(held)
+        return len(get_queue(job.origin)) + ahead
+    if status == JobStatus.QUEUED:
+        position = job.get_position()
+        return position if position is not None else None
+    return None
+
+
+def queue_text(position: int | None) -> str:
+    """The sentence a queued run's page shows."""
+    if position is None:
+        return ""
+    if position == 0:
+        return "Yours is the next run to start."
+    return f"{position} run{'s' if position != 1 else ''} ahead of yours."
+
+
 def enqueue(row: BackgroundRun, func, *, queue: str | None = None, timeout: int | None = None, **kwargs):
     """Queue ``func(row.pk, **kwargs)`` once the current transaction commits.
 
-    The RQ job id is deterministic: ``<JOB_PREFIX>-<pk>-<attempt>``.
+    The RQ job id is deterministic: ``<JOB_PREFIX>-<pk>-<attempt>``. GPU rows go through the
+    project's concurrency limit (:func:`project_rate_limit`).
     """
     from rq import Callback
 
@@ -168,6 +217,7 @@ def enqueue(row: BackgroundRun, func, *, queue: str | None = None, timeout: int 
         heartbeat_at=None,
     )
     label = row._meta.label
+    rate_limit = project_rate_limit(row)
 
     def _send():
         q = get_queue(queue_name)
@@ -181,6 +231,7 @@ def enqueue(row: BackgroundRun, func, *, queue: str | None = None, timeout: int 
             meta={"row_model": label, "row_pk": row.pk},
             on_failure=Callback(on_job_failure),
             kwargs=kwargs or {},
+            rate_limit=rate_limit,
         )
 
     transaction.on_commit(_send)

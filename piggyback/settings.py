@@ -148,6 +148,9 @@ EVAL_MODEL_CACHE_SIZE = env.int("EVAL_MODEL_CACHE_SIZE", default=3)
 EVAL_DEVICE = env("EVAL_DEVICE", default="cpu")
 # GPU memory of the workers (GiB), so the start page can warn before a run that cannot fit; 0 = CPU only.
 GPU_WORKER_MEMORY_GB = env.float("GPU_WORKER_MEMORY_GB", default=0.0)
+# at most this many GPU jobs (training, batch evaluation) of one project queued or running at once; the
+# project's further runs wait their turn (0 = no limit)
+GPU_JOBS_PER_PROJECT = env.int("GPU_JOBS_PER_PROJECT", default=0)
 
 # --- files ----------------------------------------------------------------------------------------
 MEDIA_ROOT = Path(env("MEDIA_ROOT", default=str(VAR_DIR / "media")))
@@ -158,7 +161,7 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 STATIC_ROOT.mkdir(exist_ok=True)
 STATICFILES_DIRS = [BASE_DIR / "static"]
 _node = BASE_DIR / "node_modules"
-for _pkg, _sub in (("bootstrap", "dist"), ("chart.js", "dist")):
+for _pkg, _sub in (("bootstrap", "dist"), ("chart.js", "dist"), ("tus-js-client", "dist")):
     if (_node / _pkg / _sub).exists():
         STATICFILES_DIRS.append((f"vendor/{_pkg}", str(_node / _pkg / _sub)))
 
@@ -196,6 +199,15 @@ ZIP_MAX_MEMBERS = env.int("ZIP_MAX_MEMBERS", default=200_000)
 ZIP_MAX_TOTAL_BYTES = env.int("ZIP_MAX_TOTAL_BYTES", default=8 * 1024**3)
 ZIP_MAX_RATIO = env.int("ZIP_MAX_RATIO", default=200)
 IMAGE_MAX_SIDE = env.int("IMAGE_MAX_SIDE", default=1920)
+# resumable (tus) uploads: size of one upload, unfinished uploads per user, hours an unfinished one is kept
+RESUMABLE_UPLOAD_MAX_BYTES = env.int("RESUMABLE_UPLOAD_MAX_BYTES", default=50 * 1024**3)
+RESUMABLE_UPLOADS_PER_USER = env.int("RESUMABLE_UPLOADS_PER_USER", default=6)
+RESUMABLE_UPLOAD_EXPIRY_HOURS = env.int("RESUMABLE_UPLOAD_EXPIRY_HOURS", default=24)
+# the upload page sends files from this size on through the resumable uploader (smaller: one form post)
+RESUMABLE_PAGE_MIN_BYTES = env.int("RESUMABLE_PAGE_MIN_BYTES", default=20 * 1024**2)
+RESUMABLE_PAGE_CHUNK_BYTES = env.int("RESUMABLE_PAGE_CHUNK_BYTES", default=8 * 1024**2)
+# processes that check images during cleaning (0 = every core this worker may use)
+CLEANING_WORKERS = env.int("CLEANING_WORKERS", default=0)
 
 # --- auth -----------------------------------------------------------------------------------------
 AUTHENTICATION_BACKENDS = [

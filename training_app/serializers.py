@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from piggyback.jobs import queue_position
 from training_app.models import PretrainedModel, TrainingRun
 
 
@@ -35,14 +36,19 @@ class TrainingRunSerializer(serializers.ModelSerializer):
     traceback = serializers.SerializerMethodField()
     warnings = serializers.SerializerMethodField()
     urls = serializers.SerializerMethodField()
+    queue_position = serializers.SerializerMethodField(
+        help_text="While queued: how many runs start before this one (0 = next); else null.")
 
     class Meta:
         model = TrainingRun
-        fields = ["id", "name", "project", "dataset", "dataset_name", "dataset_version", "model", "model_name", "status", "progress",
+        fields = ["id", "name", "project", "dataset", "dataset_name", "dataset_version", "model", "model_name", "status", "queue_position", "progress",
                   "stage", "error", "traceback", "preset", "params", "metrics", "vqa_accuracy", "device",
                   "attempts", "resumed_from", "warnings", "created_at", "started_at", "finished_at",
                   "duration_seconds", "urls"]
         read_only_fields = fields
+
+    def get_queue_position(self, obj) -> int | None:
+        return queue_position(obj)
 
     def get_duration_seconds(self, obj) -> float | None:
         d = obj.duration

@@ -12,7 +12,7 @@ from audit import trail as audit
 from datasets_app.models import Dataset
 from datasets_app.project_views import get_project
 from piggyback import files
-from piggyback.jobs import RunStatus
+from piggyback.jobs import RunStatus, queue_position, queue_text
 from piggyback.tenancy import has_role
 from training_app import services
 from training_app.forms import StartTrainingForm
@@ -81,6 +81,7 @@ def detail(request, pk):
         "warnings": (run.metrics or {}).get("warnings") or [],
         "newer_version": newer_version(run.dataset),
         "model_card": model_card(run) if run.status == RunStatus.SUCCEEDED else "",
+        "queue_text": queue_text(queue_position(run)),
     })
 
 

@@ -132,7 +132,8 @@ def test_missing_columns_fail_with_the_column_names(client_for, owner, project, 
 @pytest.mark.parametrize("field, files, message", [
     ("images", lambda: (upload("a.png", png()), clean_files()[1]), "not a ZIP archive"),
     ("images", lambda: (upload("fake.zip", b"hello, not a zip"), clean_files()[1]), "not a ZIP archive"),
-    ("questions", lambda: (clean_files()[0], upload("q.xlsx", zip_bytes({"x": b"y"}))), "Save As"),
+    ("questions", lambda: (clean_files()[0], upload("q.xls", b"\xd0\xcf\x11\xe0old excel")), "Save As"),
+    ("questions", lambda: (clean_files()[0], upload("q.xlsx", b"image,question\na.png,q?\n")), "not an Excel workbook"),
     ("questions", lambda: (clean_files()[0], upload("q.csv", zip_bytes({"x": b"y"}))), "not a text file"),
 ])
 def test_obvious_problems_are_refused_up_front(client_for, owner, project, redis_conn, field, files, message):

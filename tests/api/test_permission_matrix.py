@@ -70,6 +70,7 @@ class Row:
     changes: bool = False          # an allowed request must change the snapshot
     listing: Callable | None = None  # (world, role) -> (ids that must be listed, ids that must not)
     ctype: str = ""                # expected Content-Type prefix of a 200
+    headers: dict | None = None    # raw request (tus): these headers, ``data`` gives the body bytes
 
 
 def _q(**kw):
@@ -125,7 +126,19 @@ def _has_token(w, role):
 
 
 V1 = "/api/v1"
+TUS = {"HTTP_TUS_RESUMABLE": "1.0.0"}
+# resumable uploads are private to their user: the owner's upload is 404 for everyone else, members included
+PRIVATE = exp(API, 404, 404, 200)
 API_ROWS = [
+    Row("upload-create", API, "post", f"{V1}/uploads/", anyone(API, 201), "POST /api/v1/uploads/",
+        headers={**TUS, "HTTP_UPLOAD_LENGTH": "10"}),
+    Row("upload-get", API, "get", f"{V1}/uploads/{{upload}}/", PRIVATE, "GET /api/v1/uploads/{upload_id}/",
+        headers=TUS),
+    Row("upload-patch", API, "patch", f"{V1}/uploads/{{upload}}/", {**PRIVATE, "owner": 204},
+        "PATCH /api/v1/uploads/{upload_id}/", lambda w, role: b"abc",
+        headers={**TUS, "HTTP_UPLOAD_OFFSET": "0", "CONTENT_TYPE": "application/offset+octet-stream"}),
+    Row("upload-delete", API, "delete", f"{V1}/uploads/{{upload_del}}/", {**PRIVATE, "owner": 204},
+        "DELETE /api/v1/uploads/{upload_id}/", headers=TUS),
     Row("token", API, "post", f"{V1}/auth/token/", {**anyone(API), "anon": 400}, "POST /api/v1/auth/token/",
         _token, "json"),
     Row("token-revoke", API, "delete", f"{V1}/auth/token/", anyone(API, 204), "DELETE /api/v1/auth/token/",
@@ -159,6 +172,8 @@ API_ROWS = [
     Row("dataset-items", API, "get", f"{V1}/datasets/{{ds}}/items/", read(API), "GET /api/v1/datasets/{id}/items/"),
     Row("dataset-item-image", API, "get", f"{V1}/datasets/{{ds}}/items/{{item}}/image/", read(API),
         "GET /api/v1/datasets/{id}/items/{item_pk}/image/", ctype="image/"),
+    Row("dataset-item-thumbnail", API, "get", f"{V1}/datasets/{{ds}}/items/{{item}}/thumbnail/", read(API),
+        "GET /api/v1/datasets/{id}/items/{item_pk}/thumbnail/", ctype="image/"),
     Row("dataset-report", API, "get", f"{V1}/datasets/{{ds}}/report.csv", read(API),
         "GET /api/v1/datasets/{id}/report.csv", ctype="text/csv"),
     Row("dataset-stats", API, "get", f"{V1}/datasets/{{ds}}/stats/", read(API), "GET /api/v1/datasets/{id}/stats/"),
@@ -266,6 +281,8 @@ PAGE_ROWS = [
         changes=True),
     Row("p-item-image", PAGE, "get", "/datasets/items/{item}/image", read(PAGE), "datasets:item_image",
         ctype="image/"),
+    Row("p-item-thumbnail", PAGE, "get", "/datasets/items/{item}/thumbnail", read(PAGE), "datasets:item_thumbnail",
+        ctype="image/"),
     Row("p-train-form", PAGE, "get", "/training/datasets/{ds}/start/", write(PAGE, 200), "training:start"),
     Row("p-train-start", PAGE, "post", "/training/datasets/{ds}/start/", write(PAGE, 302), "training:start",
         _q(model="{baseline_key}", preset="quick"), changes=True),
@@ -323,10 +340,31 @@ def world(django_db_setup, django_db_blocker, tmp_path_factory):
     model_dir = train_tiny_baseline(out)
     with django_db_blocker.unblock():
         w = build_world(model_dir)
+        w.ids.update(_owner_uploads(w))
         try:
             yield w
         finally:
             destroy_world(w)
+
+
+def _owner_uploads(w) -> dict:
+    """Two unfinished resumable uploads of the project owner (one to read and append to, one to delete)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from datasets_app.models import ResumableUpload
+    from piggyback import files
+
+    ids = {}
+    for key in ("upload", "upload_del"):
+        uid = f"permx{key.replace('_', '')}0000000000000000"[:32]
+        name = f"uploads/resumable/{w.users['owner'].pk}/{uid}.part"
+        files.create_empty(name)
+        ResumableUpload.objects.create(id=uid, user=w.users["owner"], length=10, storage_name=name,
+                                       expires_at=timezone.now() + timedelta(hours=1))
+        ids[key] = uid
+    return ids
 
 
 @pytest.fixture
@@ -370,6 +408,10 @@ def _listed(body) -> set:
 
 
 def _request(client, row, url, data):
+    if row.headers is not None:
+        extra = {k: v for k, v in row.headers.items() if k != "CONTENT_TYPE"}
+        return client.generic(row.method.upper(), url, data or b"",
+                              content_type=row.headers.get("CONTENT_TYPE", "application/octet-stream"), **extra)
     fn = getattr(client, row.method)
     if row.method == "get":
         return fn(url)

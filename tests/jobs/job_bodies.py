@@ -58,3 +58,11 @@ def slow(row, reporter, seconds=6.0):
         reporter(1 - (end - time.time()) / seconds, "Working")
         time.sleep(0.05)
     return "done"
+
+
+@background_job("training_app.TrainingRun")
+def gpu_sleep(row, reporter, seconds=2.0):
+    """A GPU-queue job that only takes time (the fair-queue tests watch when runs start and end)."""
+    reporter(0.1, "Working", force=True)
+    time.sleep(seconds)
+    return "slept"

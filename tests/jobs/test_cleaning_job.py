@@ -160,3 +160,71 @@ def test_load_sample_dataset_command_sync(owner, project, redis_conn, capsys):
     assert ds.counts["images_kept"] == 12 and ds.items.count() == ds.counts["rows_kept"] > 12
     assert "Your dataset is ready: 12 images" in capsys.readouterr().out
     assert ds.stats["top_answers"]["labels"]
+
+
+def test_thumbnails_are_made_once_at_cleaning_and_list_pages_use_them(
+        owner, project, run_jobs, django_capture_on_commit_callbacks, client, settings):
+    """Each kept image gets a WebP of at most 256 px in storage; the item list shows those, never the photos;
+    items cleaned before thumbnails existed get one on first view, stored for the next."""
+    import io
+
+    from PIL import Image
+
+    settings.CLEANING_WORKERS = 2  # the process pool, as on a worker with two cores
+    ds = create(owner, project, clean_files(), capture=django_capture_on_commit_callbacks)
+    run_jobs()
+    ds.refresh_from_db()
+    assert ds.status == "succeeded", ds.error
+    items = list(ds.items.order_by("row"))
+    for it in items:
+        assert it.thumbnail.startswith(f"projects/{project.pk}/datasets/{ds.pk}/thumbs/") and it.thumbnail.endswith(".webp")
+        with default_storage.open(it.thumbnail, "rb") as fh, Image.open(fh) as im:
+            assert im.format == "WEBP" and max(im.size) <= 256
+    client.force_login(owner)
+    html = client.get(f"/datasets/{ds.pk}/").content.decode()
+    assert f"/datasets/items/{items[0].pk}/thumbnail" in html and f"/datasets/items/{items[0].pk}/image" not in html.replace(
+        f'href="/datasets/items/{items[0].pk}/image"', "")
+    resp = client.get(f"/datasets/items/{items[0].pk}/thumbnail")
+    assert resp.status_code == 200 and resp["Content-Type"] == "image/webp"
+    api = client.get(f"/api/v1/datasets/{ds.pk}/items/").json()["results"][0]
+    assert api["thumbnail_url"] == f"/datasets/items/{items[0].pk}/thumbnail"
+    # an item from before thumbnails: made on first request, stored, reused
+    old = items[1]
+    default_storage.delete(old.thumbnail)
+    DatasetItem.objects.filter(pk=old.pk).update(thumbnail="")
+    resp = client.get(f"/api/v1/datasets/{ds.pk}/items/{old.pk}/thumbnail/")
+    assert resp.status_code == 200
+    with Image.open(io.BytesIO(b"".join(resp.streaming_content))) as im:
+        assert im.format == "WEBP"
+    old.refresh_from_db()
+    assert old.thumbnail.endswith(".webp") and default_storage.exists(old.thumbnail)
+    # deleting the dataset removes the thumbnails too
+    thumb = old.thumbnail
+    services.delete_stored_files(ds)
+    assert not default_storage.exists(thumb)
+
+
+def test_excel_questions_file_is_cleaned_like_csv(owner, project, run_jobs, django_capture_on_commit_callbacks):
+    import io
+
+    import openpyxl
+
+    images = clean_files()[0]
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append(["image", "question", "answers"])
+    ws.append(["shapes/a.png", "What color is it?", "Red"])
+    ws.append([])
+    ws.append(["shapes/b.png", "Is it green?", "yes|yeah"])
+    ws.append(["missing.png", "Where?", "here"])
+    buf = io.BytesIO()
+    wb.save(buf)
+    ds = create(owner, project, (images, upload("questions.xlsx", buf.getvalue())),
+                capture=django_capture_on_commit_callbacks)
+    run_jobs()
+    ds.refresh_from_db()
+    assert ds.status == "succeeded", ds.error
+    assert ds.format == "csv" and ds.counts["rows_kept"] == 2
+    assert [(i.row, i.answers[0]) for i in ds.items.order_by("row")] == [(2, "red"), (4, "yes")]
+    dropped = list(ds.dropped.filter(row__isnull=False))
+    assert [(d.row, d.reason_code) for d in dropped] == [(5, "image_not_found")]

@@ -257,3 +257,63 @@ def test_cancel_and_progress(tmp_path):
     assert seen[0] == 0.0 and seen[-1] == 1.0
     with pytest.raises(Cancelled):
         scan_zip(z, tmp_path / "out2", should_cancel=lambda: True)
+
+
+def _mixed_members(n=70):
+    """Good photos (some with the same bytes), a fake, a truncated file, an oversized one, a text file."""
+    full = png_bytes(120, 120, noise=True)
+    members = [(f"img/{i:03d}.png", png_bytes(40, 30, color=(i % 7 * 30, 0, 0))) for i in range(n)]
+    members += [("fake.png", b"not a picture"), ("cut.png", full[: len(full) // 2]),
+                ("big.png", png_bytes(400, 10)), ("readme.txt", b"hello"), ("alpha.png", _rgba_png())]
+    return members
+
+
+def _rgba_png():
+    buf = io.BytesIO()
+    Image.new("RGBA", (300, 60), (0, 255, 0, 128)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _outcome(scan):
+    return ([(i.original_name, i.stored_name, i.width, i.height, i.thumbnail) for i in scan.images],
+            [(s.name, s.reason_code, s.reason) for s in scan.skipped], [s.name for s in scan.ignored])
+
+
+def test_process_pool_gives_the_same_outcome_in_the_same_order(tmp_path):
+    z = make_zip(tmp_path / "a.zip", _mixed_members())
+    limits = Limits(max_side=300)
+    one = scan_zip(z, tmp_path / "one", limits, thumbs_dir=tmp_path / "t1")
+    seen = []
+    pool = scan_zip(z, tmp_path / "pool", limits, workers=2, thumbs_dir=tmp_path / "t2",
+                    report=lambda p, s: seen.append(p))
+    assert _outcome(one) == _outcome(pool)
+    assert seen[-1] == 1.0
+    reasons = {s.name: s.reason_code for s in pool.skipped}
+    assert reasons["fake.png"] == "not_an_image" and reasons["big.png"] == "image_oversized"
+    assert reasons["cut.png"] in ("image_truncated", "image_unreadable")
+    assert len(pool.images) == 71 and len({i.stored_name for i in pool.images}) == 8  # 7 colours + alpha
+    assert sorted(os.listdir(tmp_path / "pool")) == sorted({i.stored_name for i in pool.images})
+    # one thumbnail per stored image: WebP, at most 256 px, transparency kept
+    assert sorted(os.listdir(tmp_path / "t2")) == sorted({i.thumbnail for i in pool.images})
+    alpha = next(i for i in pool.images if i.original_name == "alpha.png")
+    with Image.open(tmp_path / "t2" / alpha.thumbnail) as im:
+        assert im.format == "WEBP" and im.size == (256, 51) and im.mode == "RGBA"
+
+
+def test_process_pool_cancel_and_fatal_error_leave_no_temporary_files(tmp_path, monkeypatch):
+    z = make_zip(tmp_path / "a.zip", _mixed_members(200))
+    calls = []
+
+    def cancel_later():
+        calls.append(1)
+        return len(calls) > 2
+
+    with pytest.raises(Cancelled):
+        scan_zip(z, tmp_path / "out", workers=2, thumbs_dir=tmp_path / "t", should_cancel=cancel_later)
+    assert not [p for p in os.listdir(tmp_path / "out") if p.startswith(".incoming")]
+    monkeypatch.setattr(safezip, "_check_declared", lambda infos, limits, label: None)
+    members = [(f"{i}.png", png_bytes(64, 64, noise=True)) for i in range(40)]
+    z2 = make_zip(tmp_path / "b.zip", members, compression=zipfile.ZIP_STORED)
+    with pytest.raises(UserFacingError, match="unpacks to more than"):
+        scan_zip(z2, tmp_path / "out2", Limits(max_total_bytes=len(members[0][1]) * 30), workers=2)
+    assert not [p for p in os.listdir(tmp_path / "out2") if p.startswith(".incoming")]

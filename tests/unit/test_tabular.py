@@ -136,7 +136,7 @@ def test_vqa2_questions_and_annotations(tmp_path):
     qp = write(tmp_path, "v2_Questions.json", json.dumps(qs))
     ap = write(tmp_path, "v2_Annotations.json", json.dumps(anns))
     src = open_questions(qp, ap)
-    assert src.format == "vqa2" and src.total == 3
+    assert src.format == "vqa2" and src.total is None  # streamed: the count is known only at the end
     rows = list(src)
     assert [(r.image_id, r.question_id, r.answer_type, r.question_type) for r in rows[:2]] == [
         (9, "90", "other", "what is"), (25, "250", "number", "how many")]
@@ -205,3 +205,129 @@ def test_csv_safe_and_write_csv_neutralise_formulas(tmp_path):
     assert p.read_bytes().startswith(b"\xef\xbb\xbf")
     (r,) = rows_of(p)
     assert r.question == "'=2+3"
+
+
+def _vqa2_files(tmp_path, n, *, shuffle_annotations=False, answers_per_question=10):
+    """Official-shaped VQAv2 files (metadata keys first, the big list last) with ``n`` questions."""
+    qp, ap = tmp_path / "v2_Questions_big.json", tmp_path / "v2_Annotations_big.json"
+    order = list(range(n))
+    if shuffle_annotations:
+        order = order[::-1]
+    with open(qp, "w") as fh:
+        fh.write('{"info": {"year": 2017}, "task_type": "Open-Ended", "data_type": "mscoco", '
+                 '"license": {"name": "CC"}, "data_subtype": "train2014", "questions": [')
+        fh.write(",".join(json.dumps({"image_id": i // 5, "question": f"What is shown in picture {i}?",
+                                      "question_id": i}) for i in range(n)))
+        fh.write("]}")
+    with open(ap, "w") as fh:
+        fh.write('{"info": {"year": 2017}, "license": {"name": "CC"}, "data_subtype": "train2014", '
+                 '"annotations": [')
+        fh.write(",".join(json.dumps({
+            "question_id": i, "image_id": i // 5, "question_type": "what is", "answer_type": "other",
+            "multiple_choice_answer": f"thing {i % 7}",
+            "answers": [{"answer": f"thing {(i + k) % 7}", "answer_confidence": "yes", "answer_id": k + 1}
+                        for k in range(answers_per_question)]}) for i in order))
+        fh.write('], "data_type": "mscoco"}')
+    return qp, ap
+
+
+def test_vqa2_is_streamed_with_a_small_heap(tmp_path):
+    """Reading 40,000 question/annotation pairs never holds either document: the Python heap peak stays
+    far below what json.load of the annotations file alone needs."""
+    import tracemalloc
+
+    qp, ap = _vqa2_files(tmp_path, 40_000)
+    tracemalloc.start()
+    with open(ap) as fh:
+        json.load(fh)
+    _, whole_peak = tracemalloc.get_traced_memory()
+    tracemalloc.reset_peak()
+    base, _ = tracemalloc.get_traced_memory()
+    src = open_questions(qp, ap)
+    n = 0
+    for row in src:
+        n += 1
+        assert row.answers and row.answer_type == "other"
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert n == 40_000 and src.warnings == []
+    streamed = peak - base
+    assert streamed < 5_000_000 and streamed * 20 < whole_peak, (streamed, whole_peak)
+
+
+def test_vqa2_progress_follows_the_file_and_annotations_in_another_order(tmp_path):
+    qp, ap = _vqa2_files(tmp_path, 2000, shuffle_annotations=True, answers_per_question=2)
+    src = open_questions(qp, ap)
+    it = iter(src)
+    first = next(it)
+    assert first.question_id == "0" and first.answers == ["thing 0", "thing 1"]
+    assert 0 < src.progress() < 0.9
+    rows = [first] + list(it)
+    assert [r.question_id for r in rows] == [str(i) for i in range(2000)]
+    assert rows[1234].answers == ["thing 2", "thing 3"]  # 1234 % 7 == 2
+
+
+def test_json_streamed_variants(tmp_path):
+    # {"data": [...]}, latin-1 text, a break half-way through: rows up to the break, then a clear error
+    p = tmp_path / "wrapped.json"
+    p.write_text(json.dumps({"data": [{"image": "a.png", "question": "q?"}]}))
+    assert [(r.row, r.image) for r in open_questions(p)] == [(1, "a.png")]
+    p = tmp_path / "latin.json"
+    p.write_bytes(json.dumps([{"image": "caf\u00e9.png", "question": "Qu\u00e9?"}], ensure_ascii=False)
+                  .encode("latin-1"))
+    assert [(r.image, r.question) for r in open_questions(p)] == [("caf\u00e9.png", "Qu\u00e9?")]
+    p = tmp_path / "broken.json"
+    p.write_text('[{"image": "a.png", "question": "q1?"}, {"image": "b.png", "question": "q2?"}, {"image": ')
+    src = open_questions(p)
+    it = iter(src)
+    assert next(it).image == "a.png" and next(it).image == "b.png"
+    with pytest.raises(UserFacingError, match="not valid JSON"):
+        next(it)
+    with pytest.raises(UserFacingError, match="no \"annotations\" list"):
+        open_questions(*_vqa2_files(tmp_path, 3)[:1], tmp_path / "wrapped.json")
+    with pytest.raises(UserFacingError, match="neither a list"):
+        open_questions(write(tmp_path, "o.json", json.dumps({"image": "a.png", "question": "q"})))
+
+
+def _workbook(path, rows):
+    import openpyxl
+
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    for r in rows:
+        ws.append(list(r))
+    wb.save(path)
+    return path
+
+
+def test_xlsx_first_sheet_with_aliases_row_numbers_and_no_formulas(tmp_path):
+    """Excel workbooks are read by pandas (openpyxl): same aliases as CSV, Excel's own row numbers (blank
+    rows count), numbers as text, numbered answer columns, formulas never evaluated."""
+    p = _workbook(tmp_path / "q.xlsx", [
+        [], ["Image Name", "Question", "Answer 1", "Answer 2"],
+        ["a.png", "How many?", 3, 3.5],
+        [],
+        ["b.png", "=HYPERLINK(\"http://x\")", "yes", None],
+        ["c", "Colour?", "red", "dark red"],
+    ])
+    src = open_questions(p)
+    assert src.format == "xlsx" and src.columns == ["Image Name", "Question", "Answer 1", "Answer 2"]
+    rows = list(src)
+    assert [(r.row, r.image, r.answers) for r in rows] == [
+        (3, "a.png", ["3", "3.5"]), (5, "b.png", ["yes"]), (6, "c", ["red", "dark red"])]
+    assert rows[1].question == ""  # a formula Excel never computed is empty, not run or kept as code
+    assert rows[0].question == "How many?"
+
+
+def test_xlsx_problems_are_clear(tmp_path):
+    with pytest.raises(UserFacingError, match="no image and no question column"):
+        open_questions(_workbook(tmp_path / "cols.xlsx", [["img_url", "text"], ["a", "b"]]))
+    with pytest.raises(UserFacingError, match="empty workbook"):
+        open_questions(_workbook(tmp_path / "empty.xlsx", []))
+    damaged = tmp_path / "damaged.xlsx"
+    damaged.write_bytes(b"PK\x03\x04" + b"\x00" * 100)
+    with pytest.raises(UserFacingError, match="could not be read as an Excel workbook"):
+        open_questions(damaged)
+    text = write(tmp_path, "text.xlsx", "image,question\na.png,q?\n")
+    with pytest.raises(UserFacingError, match="not an Excel workbook"):
+        open_questions(text)

@@ -1,0 +1,266 @@
+"""Scale benchmark: a VQAv2-shaped dataset through a resumable (tus) upload, cleaning on a real worker.
+
+    .venv/bin/python bench/bench_scale.py [--photos 11000] [--questions 440000] [--quality 95]
+
+It builds, in a temporary folder, ``--photos`` 640x480 photo-like JPEGs named like COCO
+(``COCO_train2014_000000000042.jpg``) in one ZIP plus the two official JSON files
+(``{"info", ..., "questions": [...]}`` and ``{"info", ..., "annotations": [...]}`` with ten answers per
+question), then, on a database and media folder of its own (see bench_load.py):
+
+1. starts gunicorn (2 sync workers) and ``manage.py rqworker default``;
+2. uploads the three files with the tus protocol (``/api/v1/uploads/``, 16 MiB PATCHes); the ZIP's upload
+   is **interrupted** half-way (a PATCH that declares 16 MiB, sends part of it and drops the connection),
+   then resumed from the offset HEAD reports;
+3. ``POST /api/v1/datasets/`` with ``images_upload`` / ``questions_upload`` / ``annotations_upload`` and
+   waits for the cleaning;
+4. samples the resident memory of every process every 0.25 s: the largest gunicorn process, and the
+   worker together with its work horse and the cleaning pool.
+
+Prints a markdown table: sizes, upload time and MB/s, cleaning time and photos/s, peak RSS of web and
+worker. ``--out`` also writes it to a file.
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import io
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+os.environ.setdefault("LOAD_REDIS_URL", os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15"))
+
+import bench_load as infra  # noqa: E402
+
+CHUNK = 16 * 1024 * 1024
+TUS = {"Tus-Resumable": "1.0.0"}
+
+
+# ------------------------------------------------------------------------------------------ the dataset
+def photo(rng: np.random.Generator, noise: np.ndarray, quality: int) -> bytes:
+    field = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize((640, 480), Image.BICUBIC)
+    pixels = np.asarray(field, dtype=np.int16) + noise[rng.integers(0, len(noise))]
+    buf = io.BytesIO()
+    Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def build_dataset(work: Path, photos: int, questions: int, quality: int) -> dict:
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 14, (8, 480, 640, 3)).astype(np.int16)
+    zp, qp, ap = work / "train2014.zip", work / "v2_OpenEnded_mscoco_train2014_questions.json", \
+        work / "v2_mscoco_train2014_annotations.json"
+    with zipfile.ZipFile(zp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for i in range(photos):
+            zf.writestr(f"train2014/COCO_train2014_{i + 1:012d}.jpg", photo(rng, noise, quality))
+    words = ["What", "color", "is", "the", "How", "many", "people", "are", "in", "picture", "Is", "there", "a", "dog"]
+    answers = ["yes", "no", "2", "red", "blue", "dog", "cat", "1", "white", "black"]
+    with open(qp, "w") as q, open(ap, "w") as a:
+        q.write('{"info": {"description": "bench"}, "task_type": "Open-Ended", "data_type": "mscoco", '
+                '"license": {"name": "CC"}, "data_subtype": "train2014", "questions": [')
+        a.write('{"info": {"description": "bench"}, "license": {"name": "CC"}, "data_subtype": "train2014", '
+                '"annotations": [')
+        for n in range(questions):
+            image_id = n % photos + 1
+            qid = image_id * 1000 + n // photos
+            text = " ".join(words[(n + k) % len(words)] for k in range(4 + n % 5)) + f" (view {n // photos})?"
+            q.write(("," if n else "") + json.dumps({"image_id": image_id, "question": text, "question_id": qid}))
+            given = [answers[(n + k // 3) % len(answers)] for k in range(10)]
+            a.write(("," if n else "") + json.dumps({
+                "question_type": "what color is the", "multiple_choice_answer": given[0],
+                "answers": [{"answer": x, "answer_confidence": "yes", "answer_id": k + 1} for k, x in enumerate(given)],
+                "image_id": image_id, "answer_type": "other", "question_id": qid}))
+        q.write("]}")
+        a.write('], "data_type": "mscoco"}')
+    return {"zip": zp, "questions": qp, "annotations": ap}
+
+
+# ------------------------------------------------------------------------------------------ tus client
+def _conn(port):
+    return http.client.HTTPConnection(infra.HOST, port, timeout=600)
+
+
+def _request(port, method, path, token, headers=None, body=None):
+    c = _conn(port)
+    c.request(method, path, body=body, headers={"Authorization": f"Token {token}", **TUS, **(headers or {})})
+    r = c.getresponse()
+    data = r.read()
+    c.close()
+    return r.status, dict(r.getheaders()), data
+
+
+def tus_upload(port: int, token: str, path: Path, interrupt: bool) -> tuple[str, bool]:
+    import base64
+
+    size = path.stat().st_size
+    status, headers, body = _request(port, "POST", "/api/v1/uploads/", token, {
+        "Upload-Length": str(size), "Upload-Metadata": f"filename {base64.b64encode(path.name.encode()).decode()}"})
+    assert status == 201, (status, body[:300])
+    location = headers["Location"].split(str(port), 1)[-1]
+    offset, interrupted = 0, False
+    with open(path, "rb") as fh:
+        while offset < size:
+            fh.seek(offset)
+            data = fh.read(CHUNK)
+            if interrupt and not interrupted and offset + len(data) > size // 2:
+                # declare the whole piece, send a third of it, drop the connection
+                c = _conn(port)
+                c.putrequest("PATCH", location)
+                for k, v in {"Authorization": f"Token {token}", **TUS, "Upload-Offset": str(offset),
+                             "Content-Type": "application/offset+octet-stream",
+                             "Content-Length": str(len(data))}.items():
+                    c.putheader(k, v)
+                c.endheaders()
+                c.send(data[: len(data) // 3])
+                c.sock.close()
+                interrupted = True
+                time.sleep(1.0)
+                status, headers, _ = _request(port, "HEAD", location, token)
+                assert status == 200, status
+                offset = int(headers["Upload-Offset"])
+                continue
+            status, headers, body = _request(port, "PATCH", location, token, {
+                "Upload-Offset": str(offset), "Content-Type": "application/offset+octet-stream"}, data)
+            assert status == 204, (status, body[:300])
+            offset = int(headers["Upload-Offset"])
+    return location.rstrip("/").rsplit("/", 1)[-1], interrupted
+
+
+# ------------------------------------------------------------------------------------------ memory
+class PeakRSS(threading.Thread):
+    def __init__(self, web_pid: int, worker_pid: int):
+        super().__init__(daemon=True)
+        self.web_pid, self.worker_pid = web_pid, worker_pid
+        self.web_max = self.worker_max = 0
+        self.stop_event = threading.Event()
+
+    @staticmethod
+    def _tree(pid):
+        import psutil
+
+        try:
+            p = psutil.Process(pid)
+            procs = [p] + p.children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+        out = []
+        for q in procs:
+            try:
+                out.append(q.memory_info().rss)
+            except psutil.NoSuchProcess:
+                pass
+        return out
+
+    def run(self):
+        while not self.stop_event.wait(0.25):
+            web = self._tree(self.web_pid)
+            worker = self._tree(self.worker_pid)
+            self.web_max = max(self.web_max, max(web, default=0))
+            self.worker_max = max(self.worker_max, sum(worker))
+
+
+# ------------------------------------------------------------------------------------------ main
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--photos", type=int, default=11_000)
+    ap.add_argument("--questions", type=int, default=440_000)
+    ap.add_argument("--quality", type=int, default=95, help="JPEG quality (95: about 200 KB a photo)")
+    ap.add_argument("--timeout", type=float, default=6 * 3600)
+    ap.add_argument("--out", help="also write the table here")
+    args = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, infra._on_signal)  # a stopped run still drops its database and folder
+
+    env = infra.make_environment()
+    work = env["work"]
+    infra.flush_redis()
+    t = time.perf_counter()
+    files = build_dataset(work, args.photos, args.questions, args.quality)
+    build_s = time.perf_counter() - t
+    sizes = {k: p.stat().st_size for k, p in files.items()}
+
+    import django
+
+    sys.path.insert(0, str(ROOT))
+    django.setup()
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+    from rest_framework.authtoken.models import Token
+
+    from datasets_app.project_services import create_project
+
+    call_command("migrate", interactive=False, verbosity=0)
+    user = get_user_model().objects.create_user("scalebench", password="scale-bench-pw-123")
+    token = Token.objects.create(user=user).key
+    project = create_project(user, "Scale bench", "")
+
+    port = infra.free_port()
+    penv = {**os.environ, **env["env"]}
+    web = infra.start([infra.PY, "-m", "gunicorn", "piggyback.wsgi:application", "--bind", f"{infra.HOST}:{port}",
+                       "--workers", "2", "--timeout", "900", "--log-level", "warning"], penv, work / "gunicorn.log")
+    worker = infra.start([infra.PY, "manage.py", "rqworker", "default"], penv, work / "worker.log")
+    infra.wait_healthy(port, web)
+    peaks = PeakRSS(web.pid, worker.pid)
+    peaks.start()
+    try:
+        t = time.perf_counter()
+        ids, interrupted = {}, False
+        for key in ("zip", "questions", "annotations"):
+            ids[key], cut = tus_upload(port, token, files[key], interrupt=(key == "zip"))
+            interrupted |= cut
+        upload_s = time.perf_counter() - t
+        status, _, body = _request(port, "POST", "/api/v1/datasets/", token, {"Content-Type": "application/json"},
+                                   json.dumps({"project": project.pk, "name": "scale", "images_upload": ids["zip"],
+                                               "questions_upload": ids["questions"],
+                                               "annotations_upload": ids["annotations"]}))
+        assert status == 202, (status, body[:500])
+        ds_id = json.loads(body)["id"]
+        deadline = time.time() + args.timeout
+        while True:
+            status, _, body = _request(port, "GET", f"/api/v1/datasets/{ds_id}/", token)
+            d = json.loads(body)
+            if d["status"] in ("succeeded", "failed", "cancelled") or time.time() > deadline:
+                break
+            time.sleep(1.0)
+        assert d["status"] == "succeeded", d
+        from django.utils.dateparse import parse_datetime
+
+        clean_s = (parse_datetime(d["finished_at"]) - parse_datetime(d["started_at"])).total_seconds()
+    finally:
+        peaks.stop_event.set()
+        peaks.join()
+    c = d["counts"]
+    total = sum(sizes.values())
+    lines = [
+        f"## VQAv2-shaped dataset through a resumable upload ({os.cpu_count()} cores, load average "
+        f"{'%.1f / %.1f / %.1f' % os.getloadavg()})", "",
+        "| metric | value |", "|---|---|",
+        f"| photos / questions | {args.photos:,} / {args.questions:,} |",
+        f"| ZIP / questions JSON / annotations JSON | {sizes['zip'] / 2**20:,.0f} MiB / "
+        f"{sizes['questions'] / 2**20:,.1f} MiB / {sizes['annotations'] / 2**20:,.1f} MiB (built in {build_s:.0f} s) |",
+        f"| tus upload of the three files ({'interrupted and resumed' if interrupted else 'not interrupted'}) | "
+        f"{upload_s:.1f} s ({total / 2**20 / upload_s:,.1f} MiB/s) |",
+        f"| cleaning (worker) | {clean_s:.1f} s, {c['images_in'] / clean_s:,.0f} photos/s, "
+        f"{c['rows_in'] / clean_s:,.0f} questions/s |",
+        f"| kept photos / questions | {c['images_kept']:,} / {c['rows_kept']:,} |",
+        f"| peak RSS, largest web process | {peaks.web_max / 2**20:,.0f} MB |",
+        f"| peak RSS, worker + work horse + cleaning pool | {peaks.worker_max / 2**20:,.0f} MB |",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,226 @@
+"""/api/v1/uploads/ — a tus 1.0.0 server (core protocol + creation, termination and expiration extensions).
+
+Resumable uploads for files beyond one HTTP request: ``POST`` creates an upload of a declared
+``Upload-Length`` (201 + ``Location``), ``PATCH`` appends bytes at ``Upload-Offset`` (a different offset
+answers 409), ``HEAD`` tells the offset the server holds so an interrupted upload resumes from there, and
+``DELETE`` removes it. The bytes are appended straight into the storage backend at the upload's final
+stored name (no temporary second copy). Uploads are private to their user (another user's id answers 404),
+limited in size and in number of unfinished uploads per user, and expire (``Upload-Expires``) when left
+unfinished. ``POST /api/v1/datasets/`` takes ``images_upload`` / ``questions_upload`` /
+``annotations_upload`` = the last path segment of the ``Location``.
+
+drf-tus (PyPI) was considered: it writes every chunk to a local temporary file and copies it to storage
+at the end, reads whole chunks into memory, and has no per-user ownership or limits, so the protocol is
+implemented here (it is small) on the project's storage helpers.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import DatabaseError, transaction
+from django.utils import timezone
+from django.utils.http import http_date
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from datasets_app.models import ResumableUpload
+from piggyback import files
+
+TUS_VERSION = "1.0.0"
+TUS_EXTENSIONS = "creation,termination,expiration"
+OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
+
+
+class PreconditionFailed(exceptions.APIException):
+    status_code = status.HTTP_412_PRECONDITION_FAILED
+    default_detail = f"This server speaks tus {TUS_VERSION}; send the header 'Tus-Resumable: {TUS_VERSION}'."
+    default_code = "tus_version"
+
+
+class Conflict(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "conflict"
+
+
+class TooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "too_large"
+
+
+def _limits():
+    return (settings.RESUMABLE_UPLOAD_MAX_BYTES, settings.RESUMABLE_UPLOADS_PER_USER,
+            timedelta(hours=settings.RESUMABLE_UPLOAD_EXPIRY_HOURS))
+
+
+def parse_metadata(header: str) -> dict:
+    """``Upload-Metadata: key base64,key2 base64`` -> dict of text values."""
+    out = {}
+    for pair in filter(None, (p.strip() for p in (header or "").split(","))):
+        key, _, value = pair.partition(" ")
+        if not key or " " in value.strip():
+            raise exceptions.ValidationError({"Upload-Metadata": f"'{pair[:60]}' is not 'key base64-value'."})
+        try:
+            out[key] = base64.b64decode(value.strip(), validate=True).decode("utf-8") if value.strip() else ""
+        except (binascii.Error, UnicodeDecodeError):
+            raise exceptions.ValidationError(
+                {"Upload-Metadata": f"The value of '{key[:40]}' is not base64-encoded UTF-8."}) from None
+    return out
+
+
+def _int_header(request, name: str) -> int:
+    raw = request.headers.get(name)
+    if raw is None or not raw.strip().isdigit():
+        raise exceptions.ValidationError({name: f"Send the header '{name}' as a whole number of bytes."})
+    return int(raw)
+
+
+def purge_expired(now=None) -> int:
+    """Remove unfinished uploads past their expiry (row and stored bytes); returns how many."""
+    now = now or timezone.now()
+    n = 0
+    for up in ResumableUpload.objects.filter(expires_at__lt=now)[:500]:
+        _delete(up)
+        n += 1
+    return n
+
+
+def _delete(up: ResumableUpload) -> None:
+    from datasets_app.services import delete_stored_name
+
+    delete_stored_name(up.storage_name)
+    up.delete()
+
+
+class _TusView(APIView):
+    """Shared: the Tus-Resumable check and the headers every answer carries."""
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)  # authentication first: anonymous gets 403 like the API
+        if request.method != "OPTIONS" and request.headers.get("Tus-Resumable") != TUS_VERSION:
+            raise PreconditionFailed()
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        response["Tus-Resumable"] = TUS_VERSION
+        response["Cache-Control"] = "no-store"
+        if response.status_code == status.HTTP_412_PRECONDITION_FAILED:
+            response["Tus-Version"] = TUS_VERSION
+        return response
+
+    def options(self, request, *args, **kwargs):
+        max_bytes, _, _ = _limits()
+        return Response(status=status.HTTP_204_NO_CONTENT, headers={
+            "Tus-Version": TUS_VERSION, "Tus-Extension": TUS_EXTENSIONS, "Tus-Max-Size": str(max_bytes)})
+
+
+class UploadCreateView(_TusView):
+    @extend_schema(
+        summary="Create a resumable (tus 1.0) upload",
+        request=None,
+        parameters=[OpenApiParameter("Tus-Resumable", str, OpenApiParameter.HEADER, required=True),
+                    OpenApiParameter("Upload-Length", int, OpenApiParameter.HEADER, required=True),
+                    OpenApiParameter("Upload-Metadata", str, OpenApiParameter.HEADER,
+                                     description="filename <base64>, ...")],
+        responses={201: OpenApiResponse(description="Created; Location names the upload"),
+                   413: OpenApiResponse(description="Larger than the limit"),
+                   429: OpenApiResponse(description="Too many unfinished uploads")},
+    )
+    def post(self, request):
+        max_bytes, per_user, lifetime = _limits()
+        length = _int_header(request, "Upload-Length")
+        if length > max_bytes:
+            raise TooLarge(f"The file is {length:,} bytes; the limit for one upload is {max_bytes:,} bytes.")
+        if length == 0:
+            raise exceptions.ValidationError({"Upload-Length": "The file is empty (0 bytes)."})
+        meta = parse_metadata(request.headers.get("Upload-Metadata", ""))
+        purge_expired()
+        if ResumableUpload.objects.filter(user=request.user).count() >= per_user:
+            raise exceptions.Throttled(detail=(
+                f"You already have {per_user} unfinished uploads (the limit). Finish, use or delete one "
+                f"(DELETE its URL) before starting another."))
+        uid = uuid.uuid4().hex
+        filename = (meta.get("filename") or meta.get("name") or "")[:255]
+        name = f"uploads/resumable/{request.user.pk}/{uid}.part"
+        try:
+            files.create_empty(name)
+        except files.AppendNotSupported:
+            raise exceptions.ValidationError(
+                "Resumable uploads need the local storage backend in this version; upload the files "
+                "directly with POST /api/v1/datasets/ instead.") from None
+        up = ResumableUpload.objects.create(id=uid, user=request.user, length=length, filename=filename,
+                                            metadata=meta, storage_name=name,
+                                            expires_at=timezone.now() + lifetime)
+        location = request.build_absolute_uri(f"/api/v1/uploads/{uid}/")
+        return Response({"id": uid, "location": location}, status=status.HTTP_201_CREATED,
+                        headers={"Location": location, "Upload-Offset": "0",
+                                 "Upload-Expires": http_date(up.expires_at.timestamp())})
+
+
+class UploadDetailView(_TusView):
+    def _get(self, request, upload_id, *, lock=False) -> ResumableUpload:
+        qs = ResumableUpload.objects.filter(user=request.user, pk=upload_id, expires_at__gte=timezone.now())
+        if lock:
+            try:
+                qs = qs.select_for_update(nowait=True)
+                up = qs.first()
+            except DatabaseError:
+                raise Conflict("Another request is writing to this upload right now; ask HEAD for the offset "
+                               "and continue when it is done.") from None
+        else:
+            up = qs.first()
+        if up is None:
+            raise exceptions.NotFound("No such upload (it finished and was used, expired, or is not yours).")
+        return up
+
+    def _headers(self, up: ResumableUpload) -> dict:
+        return {"Upload-Offset": str(up.offset), "Upload-Length": str(up.length),
+                "Upload-Expires": http_date(up.expires_at.timestamp())}
+
+    @extend_schema(summary="Offset of a resumable upload (HEAD)", request=None,
+                   responses={200: OpenApiResponse(description="Upload-Offset / Upload-Length headers")})
+    def head(self, request, upload_id):
+        return Response(status=status.HTTP_200_OK, headers=self._headers(self._get(request, upload_id)))
+
+    @extend_schema(summary="State of a resumable upload", request=None,
+                   responses={200: OpenApiResponse(description="offset, length, filename, expires")})
+    def get(self, request, upload_id):
+        up = self._get(request, upload_id)
+        return Response({"id": up.pk, "offset": up.offset, "length": up.length, "filename": up.filename,
+                         "complete": up.is_complete, "expires_at": up.expires_at},
+                        headers=self._headers(up))
+
+    @extend_schema(summary="Append bytes at Upload-Offset (tus PATCH)", request={OFFSET_CONTENT_TYPE: bytes},
+                   responses={204: OpenApiResponse(description="New Upload-Offset in the headers"),
+                              409: OpenApiResponse(description="Upload-Offset is not the server's offset"),
+                              415: OpenApiResponse(description="Wrong Content-Type")})
+    def patch(self, request, upload_id):
+        if request.content_type.split(";")[0].strip() != OFFSET_CONTENT_TYPE:
+            raise exceptions.UnsupportedMediaType(request.content_type or "(none)",
+                                                  detail=f"Send the bytes as '{OFFSET_CONTENT_TYPE}'.")
+        offset = _int_header(request, "Upload-Offset")
+        with transaction.atomic():
+            up = self._get(request, upload_id, lock=True)
+            if offset != up.offset:
+                raise Conflict(f"Upload-Offset {offset:,} does not match the {up.offset:,} bytes the server "
+                               f"holds; ask HEAD for the offset and resume from there.")
+            declared = request.headers.get("Content-Length", "")
+            if declared.isdigit() and up.offset + int(declared) > up.length:
+                raise TooLarge(f"These {int(declared):,} bytes would go past the declared length of "
+                               f"{up.length:,} bytes.")
+            written = files.append_stream(up.storage_name, up.offset, request._request, up.length - up.offset)
+            up.offset += written
+            up.save(update_fields=["offset"])
+        return Response(status=status.HTTP_204_NO_CONTENT, headers=self._headers(up))
+
+    @extend_schema(summary="Delete a resumable upload (tus termination)", request=None,
+                   responses={204: OpenApiResponse(description="Deleted")})
+    def delete(self, request, upload_id):
+        with transaction.atomic():
+            _delete(self._get(request, upload_id, lock=True))
+        return Response(status=status.HTTP_204_NO_CONTENT)

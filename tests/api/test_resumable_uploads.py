@@ -1,0 +1,216 @@
+"""tus 1.0.0 at /api/v1/uploads/: creation, HEAD offset, PATCH append, resume after a broken connection,
+wrong offset 409, termination, expiration, limits, privacy; datasets made from finished uploads."""
+from __future__ import annotations
+
+import base64
+import io
+from datetime import timedelta
+
+import pytest
+from django.core.files.storage import default_storage
+from django.utils import timezone
+
+from datasets_app.models import Dataset, ResumableUpload
+from tests.api.dataset_uploads import clean_files
+
+pytestmark = pytest.mark.django_db
+
+URL = "/api/v1/uploads/"
+TUS = {"HTTP_TUS_RESUMABLE": "1.0.0"}
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def create(api, length, filename="images.zip", **extra):
+    headers = {**TUS, "HTTP_UPLOAD_LENGTH": str(length), "HTTP_UPLOAD_METADATA": f"filename {b64(filename)},filetype {b64('application/zip')}",
+               **extra}
+    return api.post(URL, **headers)
+
+
+def patch(api, location, offset, data, **extra):
+    return api.generic("PATCH", location, data, content_type="application/offset+octet-stream",
+                       **{**TUS, "HTTP_UPLOAD_OFFSET": str(offset), **extra})
+
+
+def head(api, location):
+    return api.head(location, **TUS)
+
+
+class BrokenInput:
+    """A request body whose connection drops after ``keep`` bytes (what a server sees when a client vanishes)."""
+
+    def __init__(self, data: bytes, keep: int):
+        self._buf, self._left = io.BytesIO(data[:keep]), keep
+
+    def read(self, n=-1):
+        chunk = self._buf.read(n if n is not None and n >= 0 else self._left)
+        self._left -= len(chunk)
+        if not chunk:
+            raise OSError("connection reset by peer")
+        return chunk
+
+    readline = read
+
+
+def test_options_advertise_version_extensions_and_max_size(client_for, owner, settings):
+    settings.RESUMABLE_UPLOAD_MAX_BYTES = 12345
+    r = client_for(owner).options(URL)
+    assert r.status_code == 204
+    assert r["Tus-Resumable"] == "1.0.0" and r["Tus-Version"] == "1.0.0"
+    assert set(r["Tus-Extension"].split(",")) == {"creation", "termination", "expiration"}
+    assert r["Tus-Max-Size"] == "12345"
+
+
+def test_creation_head_patch_and_complete(client_for, owner):
+    api = client_for(owner)
+    data = bytes(range(256)) * 40  # 10,240 bytes
+    r = create(api, len(data))
+    assert r.status_code == 201, r.content
+    location = r["Location"]
+    uid = location.rstrip("/").rsplit("/", 1)[-1]
+    assert location.endswith(f"/api/v1/uploads/{uid}/") and r["Tus-Resumable"] == "1.0.0" and r["Upload-Expires"]
+    h = head(api, location)
+    assert h.status_code == 200 and h["Upload-Offset"] == "0" and h["Upload-Length"] == str(len(data))
+    assert h["Cache-Control"] == "no-store"
+    r = patch(api, location, 0, data[:4000])
+    assert r.status_code == 204 and r["Upload-Offset"] == "4000"
+    r = patch(api, location, 4000, data[4000:])
+    assert r.status_code == 204 and r["Upload-Offset"] == str(len(data))
+    up = ResumableUpload.objects.get(pk=uid)
+    assert up.is_complete and up.filename == "images.zip" and up.metadata["filetype"] == "application/zip"
+    with default_storage.open(up.storage_name, "rb") as fh:
+        assert fh.read() == data
+
+
+def test_interrupted_patch_keeps_what_arrived_and_resumes_from_the_server_offset(client_for, owner):
+    api = client_for(owner)
+    data = b"0123456789abcdef" * 1000
+    location = create(api, len(data))["Location"]
+    # the connection drops after 5,000 of the 16,000 bytes of one PATCH
+    r = api.generic("PATCH", location, b"", content_type="application/offset+octet-stream",
+                    **{**TUS, "HTTP_UPLOAD_OFFSET": "0", "CONTENT_LENGTH": str(len(data)),
+                       "wsgi.input": BrokenInput(data, 5000)})
+    assert r.status_code == 204 and r["Upload-Offset"] == "5000"
+    offset = int(head(api, location)["Upload-Offset"])
+    assert offset == 5000
+    assert patch(api, location, 0, data).status_code == 409  # starting over is refused: resume instead
+    r = patch(api, location, offset, data[offset:])
+    assert r.status_code == 204 and r["Upload-Offset"] == str(len(data))
+    up = ResumableUpload.objects.get()
+    with default_storage.open(up.storage_name, "rb") as fh:
+        assert fh.read() == data
+
+
+def test_protocol_errors_are_specific(client_for, owner):
+    api = client_for(owner)
+    location = create(api, 10)["Location"]
+    r = api.head(location)  # no Tus-Resumable
+    assert r.status_code == 412 and r["Tus-Version"] == "1.0.0"
+    r = patch(api, location, 3, b"abc")
+    assert r.status_code == 409 and "does not match the 0 bytes" in r.json()["detail"]
+    r = api.generic("PATCH", location, b"abc", content_type="text/plain", **{**TUS, "HTTP_UPLOAD_OFFSET": "0"})
+    assert r.status_code == 415
+    r = patch(api, location, 0, b"x" * 11)
+    assert r.status_code == 413 and "past the declared length" in r.json()["detail"]
+    r = api.generic("PATCH", location, b"abc", content_type="application/offset+octet-stream", **TUS)
+    assert r.status_code == 400 and "Upload-Offset" in r.json()
+    assert api.post(URL, **TUS).status_code == 400  # no Upload-Length (deferred length is not offered)
+    assert create(api, 0).status_code == 400
+    r = api.post(URL, **{**TUS, "HTTP_UPLOAD_LENGTH": "5", "HTTP_UPLOAD_METADATA": "filename not*base64"})
+    assert r.status_code == 400 and "base64" in str(r.json())
+    assert head(api, "/api/v1/uploads/does-not-exist/").status_code == 404
+    assert int(head(api, location)["Upload-Offset"]) == 0  # nothing was written by the refused requests
+
+
+def test_termination(client_for, owner):
+    api = client_for(owner)
+    location = create(api, 10)["Location"]
+    patch(api, location, 0, b"hello")
+    up = ResumableUpload.objects.get()
+    assert default_storage.exists(up.storage_name)
+    r = api.delete(location, **TUS)
+    assert r.status_code == 204
+    assert not ResumableUpload.objects.exists() and not default_storage.exists(up.storage_name)
+    assert head(api, location).status_code == 404 and api.delete(location, **TUS).status_code == 404
+
+
+def test_expiration(client_for, owner, settings):
+    settings.RESUMABLE_UPLOAD_EXPIRY_HOURS = 2
+    api = client_for(owner)
+    r = create(api, 10)
+    location = r["Location"]
+    up = ResumableUpload.objects.get()
+    assert timedelta(hours=1.9) < up.expires_at - timezone.now() <= timedelta(hours=2)
+    ResumableUpload.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert head(api, location).status_code == 404
+    assert patch(api, location, 0, b"abc").status_code == 404
+    create(api, 5)  # creating another purges expired uploads, bytes included
+    assert not ResumableUpload.objects.filter(pk=up.pk).exists() and not default_storage.exists(up.storage_name)
+
+
+def test_per_user_limits(client_for, owner, other_user, settings):
+    settings.RESUMABLE_UPLOAD_MAX_BYTES = 1000
+    settings.RESUMABLE_UPLOADS_PER_USER = 2
+    api = client_for(owner)
+    r = create(api, 1001)
+    assert r.status_code == 413 and "1,000 bytes" in r.json()["detail"]
+    assert create(api, 10).status_code == 201 and create(api, 10).status_code == 201
+    r = create(api, 10)
+    assert r.status_code == 429 and "2 unfinished uploads" in r.json()["detail"]
+    assert create(client_for(other_user), 10).status_code == 201  # the limit is per user
+
+
+def test_uploads_are_private(client_for, owner, other_user, project):
+    mine, theirs = client_for(owner), client_for(other_user)
+    location = create(mine, 10)["Location"]
+    patch(mine, location, 0, b"0123456789")
+    assert head(theirs, location).status_code == 404
+    assert theirs.get(location, **TUS).status_code == 404
+    assert patch(theirs, location, 10, b"x").status_code == 404
+    assert theirs.delete(location, **TUS).status_code == 404
+    assert client_for(None).head(location, **TUS).status_code == 403
+    assert client_for(None).post(URL, **{**TUS, "HTTP_UPLOAD_LENGTH": "5"}).status_code == 403
+    assert ResumableUpload.objects.count() == 1
+
+
+def _upload_file(api, name, data):
+    location = create(api, len(data), filename=name)["Location"]
+    assert patch(api, location, 0, data).status_code == 204
+    return location.rstrip("/").rsplit("/", 1)[-1]
+
+
+def test_dataset_from_finished_uploads_is_moved_not_copied_and_cleaned(
+        client_for, owner, other_user, project, run_jobs, django_capture_on_commit_callbacks):
+    api = client_for(owner)
+    images, questions = clean_files()
+    zip_id = _upload_file(api, "shapes.zip", images.read())
+    csv_id = _upload_file(api, "questions.csv", questions.read())
+    zip_part = ResumableUpload.objects.get(pk=zip_id).storage_name
+    # another user cannot use them; an unfinished upload is refused with its progress
+    r = client_for(other_user).post("/api/v1/datasets/", {"project": project.pk, "images_upload": zip_id,
+                                                          "questions_upload": csv_id}, format="json")
+    assert r.status_code == 404  # not a member of the project
+    partial = create(api, 100, filename="more.zip")["Location"].rstrip("/").rsplit("/", 1)[-1]
+    r = api.post("/api/v1/datasets/", {"project": project.pk, "images_upload": partial, "questions_upload": csv_id},
+                 format="json")
+    assert r.status_code == 400 and "not finished: 0 of 100 bytes" in r.json()["detail"]
+    r = api.post("/api/v1/datasets/", {"project": project.pk, "images_upload": zip_id, "images": clean_files()[0],
+                                       "questions_upload": csv_id}, format="multipart")
+    assert r.status_code == 400 and "not both" in str(r.json())
+    with django_capture_on_commit_callbacks(execute=True):
+        r = api.post("/api/v1/datasets/", {"project": project.pk, "name": "resumed",
+                                           "images_upload": f"/api/v1/uploads/{zip_id}/",  # a whole Location works too
+                                           "questions_upload": csv_id}, format="json")
+    assert r.status_code == 202, r.content
+    ds = Dataset.objects.get(pk=r.json()["id"])
+    assert ds.images_original_name == "shapes.zip" and ds.questions_original_name == "questions.csv"
+    assert not default_storage.exists(zip_part) and default_storage.exists(ds.images_file.name)
+    assert not ResumableUpload.objects.filter(pk__in=[zip_id, csv_id]).exists()  # consumed
+    run_jobs()
+    ds.refresh_from_db()
+    assert ds.status == "succeeded" and ds.counts["rows_kept"] == 3, ds.error
+    r = api.post("/api/v1/datasets/", {"project": project.pk, "images_upload": zip_id, "questions_upload": csv_id},
+                 format="json")
+    assert r.status_code == 400 and "already used" in r.json()["detail"]
