@@ -30,6 +30,7 @@ from typing import Callable, Optional
 from PIL import Image
 
 from gpu_worker import Cancelled, UserFacingError
+from gpu_worker.images import upright_in_place
 
 __all__ = [
     "Limits",
@@ -40,6 +41,7 @@ __all__ = [
     "scan_zip",
     "check_member_name",
     "check_image_file",
+    "accept_image_file",
 ]
 
 CHUNK = 1 << 16
@@ -165,6 +167,22 @@ def check_image_file(path: Path, limits: Limits) -> tuple[Optional[str], str, Op
     finally:
         Image.MAX_IMAGE_PIXELS = old_max
     return None, fmt, size
+
+
+def accept_image_file(path: Path, limits: Limits) -> tuple[Optional[str], str, Optional[tuple]]:
+    """:func:`check_image_file`, then the EXIF orientation applied to the file (the one place an uploaded
+    image is turned upright, see :mod:`gpu_worker.images`); the size returned is the upright one."""
+    code, fmt, size = check_image_file(path, limits)
+    if code is not None:
+        return code, fmt, size
+    try:
+        return None, fmt, upright_in_place(path, fmt)
+    except OSError as exc:
+        if exc.errno is not None:  # the file system (a full disk) fails the job as before
+            raise
+        return "image_unreadable", f"could not be turned upright ({exc})", None
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types on hostile EXIF
+        return "image_unreadable", f"could not be turned upright ({exc})", None
 
 
 def _fatal_bomb(zip_label: str, member: str, what: str) -> UserFacingError:
@@ -310,7 +328,7 @@ def _scan_member(zf, info, out_dir, limits, label, scan, seen_names, by_hash, to
         scan.skipped.append(problem)
         return total
 
-    code, fmt_or_msg, size = check_image_file(tmp, limits)
+    code, fmt_or_msg, size = accept_image_file(tmp, limits)
     if code is not None:
         tmp.unlink(missing_ok=True)
         if code == "not_an_image" and not ext:

@@ -203,12 +203,12 @@ def tokenize(tok, questions, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
 # Images
 
 def load_image(path: str, size: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """Decode, fix EXIF orientation, RGB, resize to size x size. Returns (uint8 CHW, (width, height))."""
-    from PIL import Image, ImageOps
+    """Decode, RGB, resize to size x size. Returns (uint8 CHW, (width, height)). Images are already
+    upright (EXIF orientation is applied once at ingestion, gpu_worker.images)."""
+    from PIL import Image
 
     try:
         with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
             im = im.convert("RGB")
             w, h = im.size
             im = im.resize((size, size), Image.BILINEAR)
