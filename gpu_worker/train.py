@@ -21,8 +21,9 @@ import numpy as np
 import torch
 
 from gpu_worker import Cancelled, UserFacingError
-from gpu_worker.metrics import evaluate
-from gpu_worker.models.base import resolve_device
+from gpu_worker.calibration import MIN_CALIBRATION_ITEMS, calibrate
+from gpu_worker.metrics import evaluate, majority_answer, vqa_score
+from gpu_worker.models.base import PIGGYBACK_FILE, read_piggyback_json, resolve_device
 from gpu_worker.models.registry import get_adapter_class, get_spec, resolve_params
 
 __all__ = ["train_model", "split_by_image", "set_torch_threads"]
@@ -34,6 +35,7 @@ REPORT_EVERY_S = 1.0
 
 
 MIN_STEPS_PER_EPOCH = 40
+CALIBRATION_TOP_K = 100   # softmax heads: answers listed for the temperature fit (the rest is one class)
 
 def set_torch_threads() -> int:
     """CPU threads for torch: ``PIGGYBACK_TORCH_THREADS`` when set, else all usable cores but one
@@ -387,11 +389,12 @@ class _Training:
             shutil.rmtree(model_dir)
         shutil.copytree(self.best_dir, model_dir)
         best_adapter = self.AdapterCls.load(model_dir, device=self.dev)
-        val_metrics = None
+        val_metrics, calibration = None, None
         if self.val_items:
-            enc = (best_adapter.encode(self.val_items, self.image_root)
-                   if hasattr(best_adapter, "predict_encoded") else None)
-            val_metrics = _validate(best_adapter, self.val_items, enc, self.image_root, self.bs)
+            self.report(1.0, "Calibrating the confidence", None)
+            preds = self._predict_validation(best_adapter)
+            val_metrics = evaluate([p["answer"] for p in preds], self.val_items)
+            calibration = self.fit_calibration(best_adapter, preds, model_dir)
         train_items, val_items = self.train_items, self.val_items
         result = {
             "model_key": self.model_key, "vqa_accuracy": val_metrics["vqa_accuracy"] if val_metrics else None,
@@ -402,7 +405,7 @@ class _Training:
             "num_answers": len(getattr(self.adapter, "id2label", {}) or {}), "params": self.params,
             "train_seconds": round(self.train_seconds, 2), "prepare_seconds": round(self.prep_s, 2),
             "stopped_early": self.stopped_early, "model_dir": model_dir, "val_metrics": val_metrics,
-            "threads": self.threads,
+            "threads": self.threads, "calibration": calibration,
         }
         with open(os.path.join(self.out_dir, "metrics.json"), "w", encoding="utf-8") as fh:
             json.dump(result, fh, indent=2, default=str)
@@ -410,3 +413,39 @@ class _Training:
         self.log(f"finished: best epoch {self.best_epoch}, validation VQA accuracy {result['vqa_accuracy']}")
         self.report(1.0, "Finished", {"val_vqa_accuracy": result["vqa_accuracy"], "best_epoch": self.best_epoch})
         return result
+
+    def _predict_validation(self, adapter) -> list[dict]:
+        """The best model's validation answers, with enough of the answer list for the calibration fit
+        (the whole distribution for softmax heads; top-1 elsewhere, where k would change the beams)."""
+        k = 1
+        if adapter.spec.task != "generate" and adapter.confidence_kind == "softmax":
+            k = min(CALIBRATION_TOP_K, max(1, len(getattr(adapter, "id2label", {}) or {})))
+        adapter.eval()
+        if hasattr(adapter, "predict_encoded"):
+            enc = adapter.encode(self.val_items, self.image_root)
+            return adapter.predict_encoded(enc, top_k=k, explain=False, batch_size=max(self.bs, 256))
+        return adapter.predict(self.val_items, self.image_root, top_k=k, explain=False)
+
+    # ---- 9. temperature / Platt scaling on the validation split, stored in piggyback.json ----------
+    def fit_calibration(self, adapter, preds, model_dir) -> dict | None:
+        kind = "generate" if adapter.spec.task == "generate" else adapter.confidence_kind
+        correct = [vqa_score(p["answer"], it["answers"]) for p, it in zip(preds, self.val_items)]
+        labels = None
+        if kind == "softmax":
+            labels = []
+            for p, it in zip(preds, self.val_items):
+                listed = [t["answer"] for t in p["top_k"]]
+                top = majority_answer(it["answers"])
+                labels.append(listed.index(top) if top in listed else -1)
+        cal = calibrate(kind, preds, correct, labels=labels, groups=[it["image"] for it in self.val_items],
+                        seed=int(self.params["seed"]))
+        if cal is None:
+            self.log(f"calibration skipped: {len(preds)} validation questions (needs {MIN_CALIBRATION_ITEMS})")
+            return None
+        meta = read_piggyback_json(model_dir)
+        meta["calibration"] = cal
+        with open(os.path.join(model_dir, PIGGYBACK_FILE), "w", encoding="utf-8") as fh:
+            json.dump(meta, fh, indent=2, sort_keys=True)
+        self.log(f"calibration ({cal['method']}) on {cal['n']} validation questions: ECE "
+                 f"{cal['ece_before']:.4f} before, {cal['ece_after']:.4f} after (cross-fitted)")
+        return cal
