@@ -24,6 +24,16 @@ def _scaled(reporter, start, span):
     return report
 
 
+def _calibration_of(predictions) -> tuple[float, list]:
+    """ECE and reliability bins of the labelled predictions (confidence vs official VQA accuracy)."""
+    from gpu_worker.calibration import expected_calibration_error, reliability_bins
+
+    scored = [p for p in predictions if p.vqa_score is not None]
+    conf = [min(1.0, max(0.0, p.confidence)) for p in scored]
+    correct = [p.vqa_score for p in scored]
+    return round(expected_calibration_error(conf, correct), 5), reliability_bins(conf, correct)
+
+
 @background_job("evaluation_app.Evaluation")
 def batch_eval_job(row, reporter):
     from evaluation_app.services import model_of, store_overlay
@@ -100,13 +110,15 @@ def batch_eval_job(row, reporter):
         ]
         labelled = sum(1 for it in items if it.get("answers"))
         metrics = {"count": len(items), "labelled": labelled}
+        ece = None
         if labelled:
             metrics.update(evaluate([p["answer"] for p in preds], items))
             metrics["labelled"] = labelled
+            ece, metrics["reliability"] = _calibration_of(objs)
         with transaction.atomic():
             Prediction.objects.filter(evaluation=row).delete()  # a retried job starts clean
             Prediction.objects.bulk_create(objs, batch_size=1000)
-            row._update(metrics=metrics)
+            row._update(metrics=metrics, ece=ece)
 
         # 5. downloads, packed once
         reporter(0.97, "Packing the downloads", force=True)

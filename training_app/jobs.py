@@ -150,6 +150,7 @@ def train_job(run: TrainingRun, reporter, resume: bool = False):
         "prepare_seconds": result.get("prepare_seconds"),
         "stopped_early": result.get("stopped_early"),
         "val_metrics": result.get("val_metrics"),
+        "calibration": result.get("calibration"),
         "eta_seconds": 0,
     })
     m["epochs"] = [{"epoch": h["epoch"], "loss": h["loss"], "val_vqa_accuracy": h["val_vqa_accuracy"]}

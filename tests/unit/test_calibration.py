@@ -14,6 +14,7 @@ from gpu_worker.calibration import (
     fit_binary_temperature,
     fit_platt,
     fit_temperature,
+    fit_top_temperature,
     reliability_bins,
 )
 
@@ -70,6 +71,9 @@ def test_temperature_recovered_from_synthetic_logits(true_t):
     shown = calibrated * true_t          # over- (T > 1) or under-confident (T < 1) logits
     t = fit_temperature(shown, labels)
     assert t == pytest.approx(true_t, rel=0.08)
+    log_probs = shown - np.log(np.exp(shown).sum(axis=1, keepdims=True))
+    correct_top = (shown.argmax(axis=1) == labels).astype(float)
+    assert fit_top_temperature(log_probs, correct_top) == pytest.approx(true_t, rel=0.1)
     conf = lambda z: _softmax(z).max(axis=1)  # noqa: E731
     correct = _softmax(shown).argmax(axis=1) == labels
     before = expected_calibration_error(conf(shown), correct)
