@@ -38,7 +38,7 @@ def one_seed(seed: int, train_images: int, test_items, test_root, model: str) ->
     result = train_model(model, items, root, out_dir, {"preset": "quick", "seed": seed})
     train_s = time.perf_counter() - t0
     adapter = load_model(os.path.join(out_dir, "model"))
-    calibrated = predict_batch(adapter, test_items, test_root, top_k=1, explain=False, batch_size=256)
+    scaled = predict_batch(adapter, test_items, test_root, top_k=1, explain=False, batch_size=256)
     fitted = adapter.calibration
     adapter.calibration = {}
     raw = predict_batch(adapter, test_items, test_root, top_k=1, explain=False, batch_size=256)
@@ -46,7 +46,7 @@ def one_seed(seed: int, train_images: int, test_items, test_root, model: str) ->
     adapter.calibration = {"method": "temperature", "temperature": label_nll_t or 1.0}
     label_nll = predict_batch(adapter, test_items, test_root, top_k=1, explain=False, batch_size=256)
     correct = [vqa_score(p["answer"], it["answers"]) for p, it in zip(raw, test_items)]
-    assert [p["answer"] for p in raw] == [p["answer"] for p in calibrated]  # scaling never changes answers
+    assert [p["answer"] for p in raw] == [p["answer"] for p in scaled]  # scaling never changes answers
     return {
         "seed": seed, "train_questions": result["num_train"], "val_questions": result["num_val"],
         "train_s": train_s, "epochs": result["epochs_run"],
@@ -54,11 +54,11 @@ def one_seed(seed: int, train_images: int, test_items, test_root, model: str) ->
         "val_ece_before": (fitted or {}).get("ece_before"), "val_ece_after": (fitted or {}).get("ece_after"),
         "accuracy": evaluate([p["answer"] for p in raw], test_items)["vqa_accuracy"],
         "ece_before": expected_calibration_error([p["confidence"] for p in raw], correct),
-        "ece_after": expected_calibration_error([p["confidence"] for p in calibrated], correct),
+        "ece_after": expected_calibration_error([p["confidence"] for p in scaled], correct),
         "temperature_label_nll": label_nll_t,
         "ece_label_nll": expected_calibration_error([p["confidence"] for p in label_nll], correct),
         "mean_conf_before": sum(p["confidence"] for p in raw) / len(raw),
-        "mean_conf_after": sum(p["confidence"] for p in calibrated) / len(calibrated),
+        "mean_conf_after": sum(p["confidence"] for p in scaled) / len(scaled),
     }
 
 

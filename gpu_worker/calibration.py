@@ -163,7 +163,7 @@ def fit_platt(log_probs, correct) -> tuple[float, float]:
 
 
 def apply_platt(prob: float, a: float, b: float) -> float:
-    """The calibrated confidence of a sequence with probability ``prob``."""
+    """The Platt-scaled confidence of a sequence with probability ``prob``."""
     lp = math.log(min(1.0, max(float(prob), 1e-12)))
     x = a * lp + b
     return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
@@ -184,7 +184,7 @@ def softmax_confidence(log_probs: np.ndarray, t: float) -> np.ndarray:
 
 
 def _fit_and_score(kind: str, data: dict, fit_idx: np.ndarray, score_idx: np.ndarray) -> tuple[dict, np.ndarray]:
-    """Fit ``kind`` on ``fit_idx`` rows and return (parameters, calibrated confidences of ``score_idx``)."""
+    """Fit ``kind`` on ``fit_idx`` rows and return (parameters, scaled confidences of ``score_idx``)."""
     if kind == "softmax":
         t = fit_top_temperature(data["log_probs"][fit_idx], data["correct"][fit_idx])
         return {"method": "temperature", "temperature": t}, softmax_confidence(data["log_probs"][score_idx], t)
