@@ -47,6 +47,16 @@ def _parameter_count(adapter):
         return None
 
 
+def _calibration_of(predictions) -> tuple[float, list]:
+    """ECE and reliability bins of the labelled predictions (confidence vs official VQA accuracy)."""
+    from gpu_worker.calibration import expected_calibration_error, reliability_bins
+
+    scored = [p for p in predictions if p.vqa_score is not None]
+    conf = [min(1.0, max(0.0, p.confidence)) for p in scored]
+    correct = [p.vqa_score for p in scored]
+    return round(expected_calibration_error(conf, correct), 5), reliability_bins(conf, correct)
+
+
 @background_job("evaluation_app.Evaluation")
 def batch_eval_job(row, reporter):
     from evaluation_app.services import model_of, store_overlay
@@ -137,13 +147,15 @@ def batch_eval_job(row, reporter):
         metrics = {"count": len(items), "labelled": labelled, "predict_seconds": round(predict_seconds, 3),
                    "questions_per_second": round(len(items) / predict_seconds, 2) if predict_seconds > 0 else None,
                    "model_parameters": parameters}
+        ece = None
         if labelled:
             metrics.update(evaluate([p["answer"] for p in preds], items))
             metrics["labelled"] = labelled
+            ece, metrics["reliability"] = _calibration_of(objs)
         with transaction.atomic():
             Prediction.objects.filter(evaluation=row).delete()  # a retried job starts clean
             Prediction.objects.bulk_create(objs, batch_size=1000)
-            row._update(metrics=metrics)
+            row._update(metrics=metrics, ece=ece)
 
         # 5. downloads, packed once
         reporter(0.97, "Packing the downloads", force=True)

@@ -44,6 +44,11 @@ class Evaluation(BackgroundRun):
     counts = models.JSONField(default=dict, blank=True)
     warnings = models.JSONField(default=list, blank=True)
     metrics = models.JSONField(default=dict, blank=True)
+    ece = models.FloatField(
+        null=True, blank=True,
+        help_text="Expected calibration error of the confidences (15 equal-width bins, correctness = official "
+                  "VQA accuracy); empty when the questions had no answers",
+    )
     output_dir = models.CharField(max_length=300, blank=True, default="")
 
     objects = TenantManager()

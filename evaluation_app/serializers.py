@@ -116,7 +116,7 @@ class EvaluationSerializer(serializers.ModelSerializer):
     class Meta:
         model = Evaluation
         fields = ["id", "name", "project", "training_run", "model", "model_name", "dataset", "status", "queue_position", "progress", "stage",
-                  "error", "counts", "warnings", "metrics", "params", "created_at", "started_at", "finished_at",
+                  "error", "counts", "warnings", "metrics", "ece", "params", "created_at", "started_at", "finished_at",
                   "predictions_csv", "annotated_zip"]
         read_only_fields = fields
 

@@ -20,6 +20,7 @@ from PIL import Image, UnidentifiedImageError
 from evaluation_app import model_cache
 from evaluation_app.models import Evaluation, Prediction
 from gpu_worker import UserFacingError
+from gpu_worker.images import upright
 from piggyback.files import local_copy, save_local, storage_path
 from piggyback.jobs import enqueue
 from piggyback.tenancy import has_role, role_of
@@ -109,7 +110,7 @@ def store_image(project, uploaded, original_name: str = "") -> tuple[str, str]:
         uploaded.seek(0)
         with Image.open(uploaded) as img:
             img.load()
-            image = img.convert("RGB")
+            image = upright(img).convert("RGB")   # EXIF orientation applied once, at upload
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
         raise ValidationError(f"“{name}” is not an image Pillow can read. Upload a PNG or JPEG file.")
     if fmt not in ALLOWED_FORMATS:

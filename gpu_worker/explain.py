@@ -11,7 +11,7 @@ import os
 from typing import Iterable, Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageDraw
 
 from gpu_worker.easyvqa import shape_box
 
@@ -23,8 +23,8 @@ MIN_OVERLAY_SIDE = 256
 def _open(image) -> Image.Image:
     if isinstance(image, Image.Image):
         return image.convert("RGB")
-    with Image.open(image) as im:
-        return ImageOps.exif_transpose(im).convert("RGB")
+    with Image.open(image) as im:   # stored images are already upright (gpu_worker.images)
+        return im.convert("RGB")
 
 
 def region_heatmap(regions: Sequence[dict], width: int, height: int) -> np.ndarray:

@@ -1,10 +1,12 @@
 """Inference: ``load_model`` (any registered family, from a fine-tuned folder or a hub id) and
-``predict_batch`` (chunked, cancellable, with top-k, calibrated confidence and regions).
+``predict_batch`` (chunked, cancellable, with top-k, confidence and regions).
 
 Each prediction is ``{"answer", "confidence", "top_k": [{"answer", "score"}],
 "regions": [{"box": [x0, y0, x1, y1], "score"}]}``; boxes are in ORIGINAL image pixels, regions are
 sorted strongest first and their scores sum to 1 (per-cell attention summed over heads/layers).
-``confidence`` is the softmax probability of the top answer for classifiers.
+``confidence`` is the top answer's probability (softmax or sigmoid for classifiers, the sequence
+probability for generative families) after the model's fitted calibration, when it has one
+(``piggyback.json`` "calibration", see :mod:`gpu_worker.calibration`).
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import json
 import os
 
 from gpu_worker import Cancelled, UserFacingError
+from gpu_worker.calibration import apply_to_predictions
 from gpu_worker.models.base import read_piggyback_json, resolve_device
 from gpu_worker.models.registry import all_specs, get_adapter_class, get_spec
 
@@ -75,6 +78,8 @@ def load_model(folder_or_hub_id: str, model_key: str | None = None, device=None)
                               "no recognised config.json. Choose the model type explicitly.")
     get_spec(key)  # clear error for unknown keys
     adapter = get_adapter_class(key).load(src, device=dev)
+    if os.path.isdir(src):   # the calibration fitted after training (gpu_worker.calibration)
+        adapter.calibration = read_piggyback_json(src).get("calibration") or {}
     adapter.eval()
     return adapter
 
@@ -103,7 +108,8 @@ def predict_batch(adapter, items, image_root, *, top_k=5, batch_size=64, explain
         kw = dict(gen)
         if _accepts(adapter.predict, "batch_size"):
             kw["batch_size"] = int(batch_size)
-        out.extend(adapter.predict(part, image_root, top_k=top_k, explain=explain, **kw))
+        out.extend(apply_to_predictions(adapter.predict(part, image_root, top_k=top_k, explain=explain, **kw),
+                                        getattr(adapter, "calibration", None)))
         report(min(1.0, (start + len(part)) / max(1, len(items))),
                f"Answered {start + len(part):,} of {len(items):,} questions", None)
     return out

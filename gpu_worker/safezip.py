@@ -30,9 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from PIL import Image
+from PIL import Image, ImageOps
 
 from gpu_worker import Cancelled, UserFacingError
+from gpu_worker.images import upright_in_place
 
 __all__ = [
     "Limits",
@@ -45,6 +46,7 @@ __all__ = [
     "check_image_file",
     "make_thumbnail",
     "THUMB_SIDE",
+    "accept_image_file",
 ]
 
 CHUNK = 1 << 16
@@ -163,6 +165,7 @@ def check_image_file(path: Path, limits: Limits, thumb_path=None) -> tuple[Optio
                 with Image.open(path, formats=ALLOWED_FORMATS) as im:
                     im.load()
                     if thumb_path is not None and size[0] <= limits.max_side and size[1] <= limits.max_side:
+                        ImageOps.exif_transpose(im, in_place=True)  # the thumbnail shows the upright photo
                         make_thumbnail(im, thumb_path)
             except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
                 return ("image_too_many_pixels",
@@ -180,6 +183,22 @@ def check_image_file(path: Path, limits: Limits, thumb_path=None) -> tuple[Optio
     finally:
         Image.MAX_IMAGE_PIXELS = old_max
     return None, fmt, size
+
+
+def accept_image_file(path: Path, limits: Limits, thumb_path=None) -> tuple[Optional[str], str, Optional[tuple]]:
+    """:func:`check_image_file`, then the EXIF orientation applied to the file (the one place an uploaded
+    image is turned upright, see :mod:`gpu_worker.images`); the size returned is the upright one."""
+    code, fmt, size = check_image_file(path, limits, thumb_path=thumb_path)
+    if code is not None:
+        return code, fmt, size
+    try:
+        return None, fmt, upright_in_place(path, fmt)
+    except OSError as exc:
+        if exc.errno is not None:  # the file system (a full disk) fails the job as before
+            raise
+        return "image_unreadable", f"could not be turned upright ({exc})", None
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types on hostile EXIF
+        return "image_unreadable", f"could not be turned upright ({exc})", None
 
 
 def _fatal_bomb(zip_label: str, member: str, what: str) -> UserFacingError:
@@ -449,7 +468,7 @@ def _check_batch(batch: list, limits: Limits) -> list:
     """Check a batch of (path, thumbnail path or None); one result tuple per entry (runs in the pool)."""
     out = []
     for path, thumb in batch:
-        code, fmt_or_msg, size = check_image_file(Path(path), limits, thumb_path=thumb)
+        code, fmt_or_msg, size = accept_image_file(Path(path), limits, thumb_path=thumb)
         out.append((code, fmt_or_msg, size, code is None and thumb is not None and os.path.exists(thumb)))
     return out
 

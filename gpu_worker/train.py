@@ -21,8 +21,9 @@ import numpy as np
 import torch
 
 from gpu_worker import Cancelled, UserFacingError
-from gpu_worker.metrics import evaluate
-from gpu_worker.models.base import resolve_device
+from gpu_worker.calibration import MIN_CALIBRATION_ITEMS, calibrate
+from gpu_worker.metrics import evaluate, majority_answer, vqa_score
+from gpu_worker.models.base import PIGGYBACK_FILE, read_piggyback_json, resolve_device
 from gpu_worker.models.registry import get_adapter_class, get_spec, resolve_params
 
 __all__ = ["train_model", "split_by_image", "set_torch_threads"]
@@ -34,6 +35,7 @@ REPORT_EVERY_S = 1.0
 
 
 MIN_STEPS_PER_EPOCH = 40
+CALIBRATION_TOP_K = 100   # softmax heads: answers listed for the temperature fit (the rest is one class)
 
 def set_torch_threads() -> int:
     """CPU threads for torch: ``PIGGYBACK_TORCH_THREADS`` when set, else all usable cores but one
@@ -140,197 +142,319 @@ def _validate(adapter, val_items, val_enc, image_root, batch_size):
     return evaluate([p["answer"] for p in preds], val_items)
 
 
-def train_model(model_key, items, image_root, out_dir, params: dict, *, source=None, report=None,  # noqa: C901 - split into steps under issue 15
+def train_model(model_key, items, image_root, out_dir, params: dict, *, source=None, report=None,
                 should_cancel=None, resume=True, device=None) -> dict:
-    """Train ``model_key`` on ``items``; see the module docstring. Returns the result dict."""
-    report = report or (lambda progress, stage, metrics=None: None)
-    should_cancel = should_cancel or (lambda: False)
-    spec = get_spec(model_key)
-    params = dict(params or {})
-    preset = params.pop("preset", None)       # "quick" | "balanced" | "thorough" (registry.PRESETS)
-    params = resolve_params(model_key, params, preset=preset)
-    os.makedirs(os.path.join(out_dir, CKPT_DIR), exist_ok=True)
-    log = _Log(os.path.join(out_dir, "train.log"))
-    ckpt_path = os.path.join(out_dir, CKPT_DIR, STATE_FILE)
-    ckpt_model = os.path.join(out_dir, CKPT_DIR, "model")
-    best_dir = os.path.join(out_dir, CKPT_DIR, "best")
-    dev = resolve_device(device)
-    threads = set_torch_threads() if dev.type == "cpu" else torch.get_num_threads()
-    AdapterCls = get_adapter_class(model_key)
+    """Train ``model_key`` on ``items``; see the module docstring. Returns the result dict.
 
-    state = None
-    if resume and os.path.isfile(ckpt_path):
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if state.get("model_key") != model_key:
-            log(f"ignoring checkpoint of another model ({state.get('model_key')})")
-            state = None
-        elif state.get("finished") and os.path.isfile(os.path.join(out_dir, "metrics.json")):
-            with open(os.path.join(out_dir, "metrics.json"), encoding="utf-8") as fh:
+    ``report(progress, stage, metrics)`` receives the progress as fields: ``epoch``, ``epochs_total``,
+    ``step`` and ``steps_per_epoch`` (batches), ``epoch_done`` at the end of each epoch, plus the loss,
+    the validation accuracy and the ETA; ``stage`` is only the human-readable line."""
+    run = _Training(model_key, out_dir, params, source=source, report=report, should_cancel=should_cancel,
+                    device=device)
+    finished = run.load_checkpoint(resume)
+    if finished is not None:
+        return finished
+    run.select_items(items)
+    run.prepare_model_and_data(image_root, resume)
+    run.choose_batch_size()
+    run.build_optimiser()
+    run.restore_loop_state()
+    while run.epoch < run.epochs and not run.stopped_early:
+        run.train_one_epoch()
+        run.end_epoch()
+    return run.finish()
+
+
+class _Training:
+    """One call of :func:`train_model`: its settings, model, optimiser and counters, and the steps of the
+    procedure as methods (in the order ``train_model`` calls them)."""
+
+    def __init__(self, model_key, out_dir, params, *, source, report, should_cancel, device):
+        self.report = report or (lambda progress, stage, metrics=None: None)
+        self.should_cancel = should_cancel or (lambda: False)
+        self.model_key, self.out_dir, self.source = model_key, out_dir, source
+        self.spec = get_spec(model_key)
+        params = dict(params or {})
+        preset = params.pop("preset", None)       # "quick" | "balanced" | "thorough" (registry.PRESETS)
+        self.params = resolve_params(model_key, params, preset=preset)
+        os.makedirs(os.path.join(out_dir, CKPT_DIR), exist_ok=True)
+        self.log = _Log(os.path.join(out_dir, "train.log"))
+        self.ckpt_path = os.path.join(out_dir, CKPT_DIR, STATE_FILE)
+        self.ckpt_model = os.path.join(out_dir, CKPT_DIR, "model")
+        self.best_dir = os.path.join(out_dir, CKPT_DIR, "best")
+        self.dev = resolve_device(device)
+        self.threads = set_torch_threads() if self.dev.type == "cpu" else torch.get_num_threads()
+        self.AdapterCls = get_adapter_class(model_key)
+        self.state = None
+        # the loop's counters (restored from the checkpoint when resuming)
+        self.history, self.best, self.best_epoch, self.bad_epochs = [], float("-inf"), 0, 0
+        self.start_epoch, self.start_step, self.loss_sum, self.loss_n, self.epoch_secs = 0, 0, 0.0, 0, 0.0
+        self.train_seconds, self.stopped_early, self.epoch, self.done_steps = 0.0, False, 0, 0
+        self.last_report = 0.0
+
+    # ---- 1. an earlier attempt: resume it, or return its result when it had finished -------------
+    def load_checkpoint(self, resume: bool) -> dict | None:
+        if not (resume and os.path.isfile(self.ckpt_path)):
+            return None
+        state = torch.load(self.ckpt_path, map_location="cpu", weights_only=False)
+        if state.get("model_key") != self.model_key:
+            self.log(f"ignoring checkpoint of another model ({state.get('model_key')})")
+            return None
+        metrics_path = os.path.join(self.out_dir, "metrics.json")
+        if state.get("finished") and os.path.isfile(metrics_path):
+            with open(metrics_path, encoding="utf-8") as fh:
                 return json.load(fh)
+        self.state = state
+        self.params = state["params"]
+        return None
+
+    @property
+    def epochs(self) -> int:
+        return int(self.params["epochs"])
+
+    # ---- 2. which questions: labelled ones, optionally capped, split by image --------------------
+    def select_items(self, items) -> None:
+        params, seed = self.params, int(self.params["seed"])
+        labelled = [it for it in items if it.get("answers")]
+        if len(labelled) < 2:
+            raise UserFacingError("Training needs at least 2 questions with answers; this data set has "
+                                  f"{len(labelled)}.")
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        self.train_items, self.val_items = training_split(labelled, params)
+
+    # ---- 3. the model (new, or the checkpoint's) and the data encoded once -----------------------
+    def prepare_model_and_data(self, image_root, resume) -> None:
+        self.image_root = image_root
+        self.report(0.0, "Preparing the data", None)
+        t_prep = time.perf_counter()
+        if self.state is not None:
+            self.adapter = self.AdapterCls.load(self.ckpt_model, device=self.dev)
+            self.adapter.params.update(self.params)
+            self.adapter.load_state_dict(self.state["model_state"])
+            self.log(f"resuming from epoch {self.state['epoch'] + 1} step {self.state['step']}")
         else:
-            params = state["params"]
-    seed = int(params["seed"])
-    epochs, bs, accum = int(params["epochs"]), int(params["batch_size"]), int(params["grad_accum_steps"])
+            ckpt_dir = os.path.join(self.out_dir, CKPT_DIR)
+            if resume is False and os.path.isdir(ckpt_dir):
+                shutil.rmtree(ckpt_dir)
+                os.makedirs(ckpt_dir)
+            self.adapter = self.AdapterCls.create(self.spec, self.train_items, image_root, self.params,
+                                                  source=self.source, device=self.dev)
+            self.adapter.save(self.ckpt_model)
+            self.log(f"new run: model={self.model_key} device={self.dev} threads={self.threads} "
+                     f"params={json.dumps(self.params, sort_keys=True)}")
+        self.train_enc = self.adapter.encode(self.train_items, image_root)
+        self.val_enc = (self.adapter.encode(self.val_items, image_root)
+                        if self.val_items and hasattr(self.adapter, "predict_encoded") else None)
+        self.prep_s = time.perf_counter() - t_prep
+        self.log(f"data: {len(self.train_items)} train / {len(self.val_items)} validation questions, "
+                 f"prepared in {self.prep_s:.1f}s")
+        self.adapter.train()
 
-    labelled = [it for it in items if it.get("answers")]
-    if len(labelled) < 2:
-        raise UserFacingError("Training needs at least 2 questions with answers; this data set has "
-                              f"{len(labelled)}.")
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    train_items, val_items = training_split(labelled, params)
+    # ---- 4. batch size: small data sets get at least MIN_STEPS_PER_EPOCH steps per epoch ---------
+    def choose_batch_size(self) -> None:
+        # A batch size tuned for 40k questions would leave a handful of steps per epoch (200 images x
+        # 9 questions = 7 steps at 256), and the model would barely move. Deterministic, so resume agrees.
+        bs, n = int(self.params["batch_size"]), len(self.train_items)
+        if self.params.get("auto_batch_size", True) and n < bs * MIN_STEPS_PER_EPOCH:
+            small_bs = max(8, n // MIN_STEPS_PER_EPOCH)
+            if small_bs < bs:
+                self.log(f"small data set: batch size {bs} -> {small_bs} for at least {MIN_STEPS_PER_EPOCH} "
+                         "steps per epoch")
+                bs = small_bs
+        self.bs = bs
+        self.nb = self.adapter.num_batches(self.train_enc, bs)
 
-    report(0.0, "Preparing the data", None)
-    t_prep = time.perf_counter()
-    if state is not None:
-        adapter = AdapterCls.load(ckpt_model, device=dev)
-        adapter.params.update(params)
-        adapter.load_state_dict(state["model_state"])
-        log(f"resuming from epoch {state['epoch'] + 1} step {state['step']}")
-    else:
-        if resume is False and os.path.isdir(os.path.join(out_dir, CKPT_DIR)):
-            shutil.rmtree(os.path.join(out_dir, CKPT_DIR))
-            os.makedirs(os.path.join(out_dir, CKPT_DIR))
-        adapter = AdapterCls.create(spec, train_items, image_root, params, source=source, device=dev)
-        adapter.save(ckpt_model)
-        log(f"new run: model={model_key} device={dev} threads={threads} params={json.dumps(params, sort_keys=True)}")
-    train_enc = adapter.encode(train_items, image_root)
-    val_enc = adapter.encode(val_items, image_root) if val_items and hasattr(adapter, "predict_encoded") else None
-    prep_s = time.perf_counter() - t_prep
-    log(f"data: {len(train_items)} train / {len(val_items)} validation questions, prepared in {prep_s:.1f}s")
+    # ---- 5. AdamW + warm-up/decay schedule, AMP on CUDA -------------------------------------------
+    def build_optimiser(self) -> None:
+        params = self.params
+        self.accum = int(params["grad_accum_steps"])
+        total_steps = math.ceil(self.nb / self.accum) * self.epochs
+        self.optimizer = _optimizer(self.adapter, float(params["learning_rate"]), float(params["weight_decay"]))
+        self.scheduler = _schedule(self.optimizer, total_steps,
+                                   int(round(float(params["warmup_ratio"]) * total_steps)))
+        self.use_amp = self.dev.type == "cuda"
+        self.amp_dtype = torch.bfloat16 if self.use_amp and torch.cuda.is_bf16_supported() else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
+        self.max_norm = float(params.get("max_grad_norm", 5.0))
 
-    adapter.train()
-    # Small data sets: a batch size tuned for 40k questions would leave a handful of steps per epoch
-    # (200 images x 9 questions = 7 steps at 256), and the model would barely move. Shrink the batch
-    # so every epoch has at least MIN_STEPS_PER_EPOCH optimiser steps (deterministic, so resume agrees).
-    if params.get("auto_batch_size", True) and len(train_items) < bs * MIN_STEPS_PER_EPOCH:
-        small_bs = max(8, len(train_items) // MIN_STEPS_PER_EPOCH)
-        if small_bs < bs:
-            log(f"small data set: batch size {bs} -> {small_bs} for at least {MIN_STEPS_PER_EPOCH} steps per epoch")
-            bs = small_bs
-    nb = adapter.num_batches(train_enc, bs)
-    steps_per_epoch = math.ceil(nb / accum)
-    total_steps = steps_per_epoch * epochs
-    optimizer = _optimizer(adapter, float(params["learning_rate"]), float(params["weight_decay"]))
-    scheduler = _schedule(optimizer, total_steps, int(round(float(params["warmup_ratio"]) * total_steps)))
-    use_amp = dev.type == "cuda"
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-    max_norm = float(params.get("max_grad_norm", 5.0))
+    def restore_loop_state(self) -> None:
+        st = self.state
+        if st is not None:
+            self.optimizer.load_state_dict(st["optimizer"])
+            self.scheduler.load_state_dict(st["scheduler"])
+            self.scaler.load_state_dict(st["scaler"])
+            self.history, self.best, self.best_epoch, self.bad_epochs = (
+                st["history"], st["best"], st["best_epoch"], st["bad_epochs"])
+            self.start_epoch, self.start_step = st["epoch"], st["step"]
+            self.loss_sum, self.loss_n, self.epoch_secs = st["loss_sum"], st["loss_n"], st["epoch_secs"]
+            self.train_seconds = st["train_seconds"]
+            self.stopped_early = bool(st.get("stopped_early"))
+            _set_rng_state(st["rng"])
+        self.epoch = self.start_epoch
+        self.done_steps = self.start_epoch * self.nb + self.start_step
 
-    history, best, best_epoch, bad_epochs = [], float("-inf"), 0, 0
-    start_epoch, start_step, loss_sum, loss_n, epoch_secs = 0, 0, 0.0, 0, 0.0
-    train_seconds = 0.0
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        history, best, best_epoch, bad_epochs = state["history"], state["best"], state["best_epoch"], state["bad_epochs"]
-        start_epoch, start_step = state["epoch"], state["step"]
-        loss_sum, loss_n, epoch_secs = state["loss_sum"], state["loss_n"], state["epoch_secs"]
-        train_seconds = state["train_seconds"]
-        _set_rng_state(state["rng"])
+    def checkpoint(self, epoch, step, finished=False) -> None:
+        _atomic_save({"model_key": self.model_key, "params": self.params, "model_state": self.adapter.state_dict(),
+                      "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                      "scaler": self.scaler.state_dict(), "epoch": epoch, "step": step, "rng": _rng_state(),
+                      "history": self.history, "best": self.best, "best_epoch": self.best_epoch,
+                      "bad_epochs": self.bad_epochs, "loss_sum": self.loss_sum, "loss_n": self.loss_n,
+                      "epoch_secs": self.epoch_secs, "train_seconds": self.train_seconds,
+                      "stopped_early": self.stopped_early, "finished": finished}, self.ckpt_path)
 
-    def checkpoint(epoch, step, finished=False):
-        _atomic_save({"model_key": model_key, "params": params, "model_state": adapter.state_dict(),
-                      "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                      "scaler": scaler.state_dict(), "epoch": epoch, "step": step, "rng": _rng_state(),
-                      "history": history, "best": best, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
-                      "loss_sum": loss_sum, "loss_n": loss_n, "epoch_secs": epoch_secs,
-                      "train_seconds": train_seconds, "stopped_early": stopped_early,
-                      "finished": finished}, ckpt_path)
-
-    last_report = 0.0
-    stopped_early = bool(state.get("stopped_early")) if state is not None else False
-    epoch = start_epoch
-    done_steps = start_epoch * nb + start_step
-    while epoch < epochs and not stopped_early:
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        t0 = time.perf_counter()
-        for step, batch in enumerate(adapter.batches(train_enc, bs, shuffle=True, generator=gen)):
-            if step < start_step:
+    # ---- 6. one epoch: batches, cancel checks, optimiser steps, progress --------------------------
+    def train_one_epoch(self) -> None:
+        gen = torch.Generator().manual_seed(int(self.params["seed"]) * 1_000_003 + self.epoch)
+        self.t0 = time.perf_counter()
+        for step, batch in enumerate(self.adapter.batches(self.train_enc, self.bs, shuffle=True, generator=gen)):
+            if step < self.start_step:
                 continue
-            if should_cancel():
-                epoch_secs += time.perf_counter() - t0
-                train_seconds += time.perf_counter() - t0
-                checkpoint(epoch, step)
-                log(f"cancelled at epoch {epoch + 1} step {step}; checkpoint saved")
-                raise Cancelled(f"Training cancelled at epoch {epoch + 1}, step {step}")
-            with torch.autocast(dev.type, dtype=amp_dtype, enabled=use_amp):
-                loss = adapter.training_loss(batch)
-            if not torch.isfinite(loss):
-                raise UserFacingError("Training diverged (the loss became infinite or NaN). "
-                                      "Try a smaller learning rate.")
-            scaler.scale(loss / accum).backward()
-            loss_sum += float(loss.detach())
-            loss_n += 1
-            if (step + 1) % accum == 0 or step + 1 == nb:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(adapter.trainable_parameters(), max_norm)
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                scheduler.step()
-            done_steps += 1
+            if self.should_cancel():
+                self._cancel(step)
+            self.train_step(step, batch)
+            self.done_steps += 1
             now = time.perf_counter()
-            if now - last_report >= REPORT_EVERY_S:
-                last_report = now
-                elapsed = train_seconds + now - t0
-                rate = elapsed / max(1, done_steps - start_epoch * nb - start_step) if elapsed else 0.0
-                eta = rate * (epochs * nb - done_steps)
-                report(done_steps / (epochs * nb), f"Epoch {epoch + 1}/{epochs} · step {step + 1}/{nb}",
-                       {"loss": round(loss_sum / max(1, loss_n), 5), "eta_seconds": round(eta, 1),
-                        "epoch": epoch + 1,
-                        "val_vqa_accuracy": history[-1]["val_vqa_accuracy"] if history else None})
-        start_step = 0
-        dt = time.perf_counter() - t0
-        epoch_secs += dt
-        train_seconds += dt
-        val = _validate(adapter, val_items, val_enc, image_root, bs)["vqa_accuracy"] if val_items else None
-        entry = {"epoch": epoch + 1, "loss": round(loss_sum / max(1, loss_n), 6), "val_vqa_accuracy": val,
-                 "seconds": round(epoch_secs, 2), "lr": scheduler.get_last_lr()[0]}
-        history.append(entry)
-        loss_sum, loss_n, epoch_secs = 0.0, 0, 0.0
-        score = val if val is not None else -entry["loss"]
-        if score > best + 1e-9:
-            best, best_epoch, bad_epochs = score, epoch + 1, 0
-            adapter.save(best_dir)
-        else:
-            bad_epochs += 1
-        log(f"epoch {epoch + 1}/{epochs}: loss={entry['loss']:.4f} val_vqa_accuracy={val} ({entry['seconds']}s)")
-        epoch += 1
-        patience = int(params["patience"])
-        if val is not None and (val >= 100.0 or (patience and bad_epochs >= patience)):
-            stopped_early = epoch < epochs
-        checkpoint(epoch, 0)
-        report(done_steps / (epochs * nb), f"Epoch {epoch}/{epochs} done",
-               {"loss": entry["loss"], "val_vqa_accuracy": val, "epoch": epoch,
-                "eta_seconds": round(train_seconds / max(1, epoch - start_epoch) * (epochs - epoch), 1)})
-        if stopped_early:
-            log(f"early stop after epoch {epoch} (best epoch {best_epoch})")
-            break
+            if now - self.last_report >= REPORT_EVERY_S:
+                self.last_report = now
+                self.report_step(step, now)
+        self.start_step = 0
 
-    model_dir = os.path.join(out_dir, "model")
-    if os.path.isdir(model_dir):
-        shutil.rmtree(model_dir)
-    shutil.copytree(best_dir, model_dir)
-    best_adapter = AdapterCls.load(model_dir, device=dev)
-    val_metrics = _validate(best_adapter, val_items, best_adapter.encode(val_items, image_root)
-                            if hasattr(best_adapter, "predict_encoded") else None, image_root, bs) if val_items else None
-    result = {
-        "model_key": model_key, "vqa_accuracy": val_metrics["vqa_accuracy"] if val_metrics else None,
-        "best_epoch": best_epoch, "epochs_run": len(history), "history": history, "device": str(dev),
-        "num_train": len(train_items), "num_val": len(val_items),
-        "num_train_images": len({it["image"] for it in train_items}),
-        "num_val_images": len({it["image"] for it in val_items}),
-        "num_answers": len(getattr(adapter, "id2label", {}) or {}), "params": params,
-        "train_seconds": round(train_seconds, 2), "prepare_seconds": round(prep_s, 2),
-        "stopped_early": stopped_early, "model_dir": model_dir, "val_metrics": val_metrics, "threads": threads,
-    }
-    with open(os.path.join(out_dir, "metrics.json"), "w", encoding="utf-8") as fh:
-        json.dump(result, fh, indent=2, default=str)
-    checkpoint(epoch, 0, finished=True)
-    log(f"finished: best epoch {best_epoch}, validation VQA accuracy {result['vqa_accuracy']}")
-    report(1.0, "Finished", {"val_vqa_accuracy": result["vqa_accuracy"], "best_epoch": best_epoch})
-    return result
+    def _cancel(self, step):
+        self.epoch_secs += time.perf_counter() - self.t0
+        self.train_seconds += time.perf_counter() - self.t0
+        self.checkpoint(self.epoch, step)
+        self.log(f"cancelled at epoch {self.epoch + 1} step {step}; checkpoint saved")
+        raise Cancelled(f"Training cancelled at epoch {self.epoch + 1}, step {step}")
+
+    def train_step(self, step, batch) -> None:
+        with torch.autocast(self.dev.type, dtype=self.amp_dtype, enabled=self.use_amp):
+            loss = self.adapter.training_loss(batch)
+        if not torch.isfinite(loss):
+            raise UserFacingError("Training diverged (the loss became infinite or NaN). "
+                                  "Try a smaller learning rate.")
+        self.scaler.scale(loss / self.accum).backward()
+        self.loss_sum += float(loss.detach())
+        self.loss_n += 1
+        if (step + 1) % self.accum == 0 or step + 1 == self.nb:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.adapter.trainable_parameters(), self.max_norm)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scheduler.step()
+
+    def _position(self, epoch, step, done=False) -> dict:
+        return {"epoch": epoch, "epochs_total": self.epochs, "step": step, "steps_per_epoch": self.nb,
+                "epoch_done": done}
+
+    def report_step(self, step, now) -> None:
+        epochs, nb = self.epochs, self.nb
+        elapsed = self.train_seconds + now - self.t0
+        rate = elapsed / max(1, self.done_steps - self.start_epoch * nb - self.start_step) if elapsed else 0.0
+        eta = rate * (epochs * nb - self.done_steps)
+        self.report(self.done_steps / (epochs * nb), f"Epoch {self.epoch + 1}/{epochs} · step {step + 1}/{nb}",
+                    {**self._position(self.epoch + 1, step + 1),
+                     "loss": round(self.loss_sum / max(1, self.loss_n), 5), "eta_seconds": round(eta, 1),
+                     "val_vqa_accuracy": self.history[-1]["val_vqa_accuracy"] if self.history else None})
+
+    # ---- 7. end of an epoch: validate, keep the best, early stopping, checkpoint ------------------
+    def end_epoch(self) -> None:
+        dt = time.perf_counter() - self.t0
+        self.epoch_secs += dt
+        self.train_seconds += dt
+        val = (_validate(self.adapter, self.val_items, self.val_enc, self.image_root, self.bs)["vqa_accuracy"]
+               if self.val_items else None)
+        entry = {"epoch": self.epoch + 1, "loss": round(self.loss_sum / max(1, self.loss_n), 6),
+                 "val_vqa_accuracy": val, "seconds": round(self.epoch_secs, 2),
+                 "lr": self.scheduler.get_last_lr()[0]}
+        self.history.append(entry)
+        self.loss_sum, self.loss_n, self.epoch_secs = 0.0, 0, 0.0
+        score = val if val is not None else -entry["loss"]
+        if score > self.best + 1e-9:
+            self.best, self.best_epoch, self.bad_epochs = score, self.epoch + 1, 0
+            self.adapter.save(self.best_dir)
+        else:
+            self.bad_epochs += 1
+        self.log(f"epoch {self.epoch + 1}/{self.epochs}: loss={entry['loss']:.4f} val_vqa_accuracy={val} "
+                 f"({entry['seconds']}s)")
+        self.epoch += 1
+        patience = int(self.params["patience"])
+        if val is not None and (val >= 100.0 or (patience and self.bad_epochs >= patience)):
+            self.stopped_early = self.epoch < self.epochs
+        self.checkpoint(self.epoch, 0)
+        eta = round(self.train_seconds / max(1, self.epoch - self.start_epoch) * (self.epochs - self.epoch), 1)
+        self.report(self.done_steps / (self.epochs * self.nb), f"Epoch {self.epoch}/{self.epochs} done",
+                    {**self._position(self.epoch, self.nb, done=True),
+                     "loss": entry["loss"], "val_vqa_accuracy": val, "eta_seconds": eta})
+        if self.stopped_early:
+            self.log(f"early stop after epoch {self.epoch} (best epoch {self.best_epoch})")
+
+    # ---- 8. the best epoch becomes out_dir/model, validated once more; metrics.json ---------------
+    def finish(self) -> dict:
+        model_dir = os.path.join(self.out_dir, "model")
+        if os.path.isdir(model_dir):
+            shutil.rmtree(model_dir)
+        shutil.copytree(self.best_dir, model_dir)
+        best_adapter = self.AdapterCls.load(model_dir, device=self.dev)
+        val_metrics, calibration = None, None
+        if self.val_items:
+            self.report(1.0, "Calibrating the confidence", None)
+            preds = self._predict_validation(best_adapter)
+            val_metrics = evaluate([p["answer"] for p in preds], self.val_items)
+            calibration = self.fit_calibration(best_adapter, preds, model_dir)
+        train_items, val_items = self.train_items, self.val_items
+        result = {
+            "model_key": self.model_key, "vqa_accuracy": val_metrics["vqa_accuracy"] if val_metrics else None,
+            "best_epoch": self.best_epoch, "epochs_run": len(self.history), "history": self.history,
+            "device": str(self.dev), "num_train": len(train_items), "num_val": len(val_items),
+            "num_train_images": len({it["image"] for it in train_items}),
+            "num_val_images": len({it["image"] for it in val_items}),
+            "num_answers": len(getattr(self.adapter, "id2label", {}) or {}), "params": self.params,
+            "train_seconds": round(self.train_seconds, 2), "prepare_seconds": round(self.prep_s, 2),
+            "stopped_early": self.stopped_early, "model_dir": model_dir, "val_metrics": val_metrics,
+            "threads": self.threads, "calibration": calibration,
+        }
+        with open(os.path.join(self.out_dir, "metrics.json"), "w", encoding="utf-8") as fh:
+            json.dump(result, fh, indent=2, default=str)
+        self.checkpoint(self.epoch, 0, finished=True)
+        self.log(f"finished: best epoch {self.best_epoch}, validation VQA accuracy {result['vqa_accuracy']}")
+        self.report(1.0, "Finished", {"val_vqa_accuracy": result["vqa_accuracy"], "best_epoch": self.best_epoch})
+        return result
+
+    def _predict_validation(self, adapter) -> list[dict]:
+        """The best model's validation answers, with enough of the answer list for the calibration fit
+        (the whole distribution for softmax heads; top-1 elsewhere, where k would change the beams)."""
+        k = 1
+        if adapter.spec.task != "generate" and adapter.confidence_kind == "softmax":
+            k = min(CALIBRATION_TOP_K, max(1, len(getattr(adapter, "id2label", {}) or {})))
+        adapter.eval()
+        if hasattr(adapter, "predict_encoded"):
+            enc = adapter.encode(self.val_items, self.image_root)
+            return adapter.predict_encoded(enc, top_k=k, explain=False, batch_size=max(self.bs, 256))
+        return adapter.predict(self.val_items, self.image_root, top_k=k, explain=False)
+
+    # ---- 9. temperature / Platt scaling on the validation split, stored in piggyback.json ----------
+    def fit_calibration(self, adapter, preds, model_dir) -> dict | None:
+        kind = "generate" if adapter.spec.task == "generate" else adapter.confidence_kind
+        correct = [vqa_score(p["answer"], it["answers"]) for p, it in zip(preds, self.val_items)]
+        labels = None
+        if kind == "softmax":
+            labels = []
+            for p, it in zip(preds, self.val_items):
+                listed = [t["answer"] for t in p["top_k"]]
+                top = majority_answer(it["answers"])
+                labels.append(listed.index(top) if top in listed else -1)
+        cal = calibrate(kind, preds, correct, labels=labels, groups=[it["image"] for it in self.val_items],
+                        seed=int(self.params["seed"]))
+        if cal is None:
+            self.log(f"calibration skipped: {len(preds)} validation questions (needs {MIN_CALIBRATION_ITEMS})")
+            return None
+        meta = read_piggyback_json(model_dir)
+        meta["calibration"] = cal
+        with open(os.path.join(model_dir, PIGGYBACK_FILE), "w", encoding="utf-8") as fh:
+            json.dump(meta, fh, indent=2, sort_keys=True)
+        self.log(f"calibration ({cal['method']}) on {cal['n']} validation questions: ECE "
+                 f"{cal['ece_before']:.4f} before, {cal['ece_after']:.4f} after (cross-fitted)")
+        return cal

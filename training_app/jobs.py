@@ -7,7 +7,6 @@ outputs (``save_tree`` for remote storages, also after a cancel so the checkpoin
 """
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 
@@ -20,7 +19,6 @@ from training_app.models import TrainingRun
 
 LOG_TAIL_LINES = 200
 MAX_LOSS_POINTS = 400
-_STAGE = re.compile(r"Epoch (\d+)/(\d+)(?: · step (\d+)/(\d+))?")
 
 
 class LiveMetrics:
@@ -38,40 +36,26 @@ class LiveMetrics:
         # A resumed run redoes the unfinished epoch: drop points past the last completed epoch.
         done = len(m["epochs"])
         m["loss_curve"] = [p for p in m["loss_curve"] if p["x"] <= done]
-        self.stage = ""
         self._last = 0.0
 
     def report_wrapper(self, reporter):
         def report(progress, stage, metrics=None):
-            self.stage = stage or ""
             self.progress = progress
             reporter(progress, stage, metrics)
-            if stage.endswith("done"):
+            if metrics and metrics.get("epoch_done"):
                 reporter(progress, stage, None, force=True)
         return report
 
     def __call__(self, metrics: dict):
+        """Take train_model's structured progress (``epoch``, ``epochs_total``, ``step``,
+        ``steps_per_epoch``, ``epoch_done``, ``loss``, ``eta_seconds``, ...) into ``run.metrics``."""
         m = self.data
-        match = _STAGE.search(self.stage)
-        epoch_end = self.stage.endswith("done")
-        if match:
-            m["epoch"], m["epochs_total"] = int(match.group(1)), int(match.group(2))
-            if match.group(3):
-                m["step"], m["steps_per_epoch"] = int(match.group(3)), int(match.group(4))
-        if metrics.get("eta_seconds") is not None:
-            m["eta_seconds"] = metrics["eta_seconds"]
-        if metrics.get("loss") is not None and match:
-            if epoch_end:
-                x = float(match.group(1))
-            elif match.group(3):
-                x = int(match.group(1)) - 1 + int(match.group(3)) / max(1, int(match.group(4)))
-            else:
-                x = None
-            if x is not None:
-                m["loss_curve"].append({"x": round(x, 4), "loss": metrics["loss"]})
-                if len(m["loss_curve"]) > MAX_LOSS_POINTS:  # thin out the oldest half
-                    half = len(m["loss_curve"]) // 2
-                    m["loss_curve"] = m["loss_curve"][:half:2] + m["loss_curve"][half:]
+        epoch_end = bool(metrics.get("epoch_done"))
+        for key in ("epoch", "epochs_total", "step", "steps_per_epoch", "eta_seconds"):
+            if metrics.get(key) is not None:
+                m[key] = metrics[key]
+        if metrics.get("loss") is not None and metrics.get("epoch"):
+            self._add_loss_point(metrics, epoch_end)
         if epoch_end and metrics.get("epoch"):
             n = int(metrics["epoch"])
             m["epochs"] = [e for e in m["epochs"] if e["epoch"] < n] + [
@@ -82,6 +66,20 @@ class LiveMetrics:
         now = time.monotonic()
         if epoch_end or now - self._last >= self.min_interval:
             self.flush(with_log=epoch_end)
+
+    def _add_loss_point(self, metrics: dict, epoch_end: bool):
+        """x = epochs done so far (fractional inside an epoch)."""
+        m = self.data
+        if epoch_end:
+            x = float(metrics["epoch"])
+        elif metrics.get("step") and metrics.get("steps_per_epoch"):
+            x = int(metrics["epoch"]) - 1 + int(metrics["step"]) / max(1, int(metrics["steps_per_epoch"]))
+        else:
+            return
+        m["loss_curve"].append({"x": round(x, 4), "loss": metrics["loss"]})
+        if len(m["loss_curve"]) > MAX_LOSS_POINTS:  # thin out the oldest half
+            half = len(m["loss_curve"]) // 2
+            m["loss_curve"] = m["loss_curve"][:half:2] + m["loss_curve"][half:]
 
     def flush(self, with_log: bool = False):
         self._last = time.monotonic()
@@ -152,6 +150,7 @@ def train_job(run: TrainingRun, reporter, resume: bool = False):
         "prepare_seconds": result.get("prepare_seconds"),
         "stopped_early": result.get("stopped_early"),
         "val_metrics": result.get("val_metrics"),
+        "calibration": result.get("calibration"),
         "eta_seconds": 0,
     })
     m["epochs"] = [{"epoch": h["epoch"], "loss": h["loss"], "val_vqa_accuracy": h["val_vqa_accuracy"]}

@@ -76,6 +76,17 @@ class VQAAdapter:
     spec: ModelSpec
     device: torch.device
     params: dict
+    # How the family scores answers, for gpu_worker.calibration: "sigmoid" (one sigmoid per answer),
+    # "softmax" (the baseline) - generative families ("generate") are told by spec.task.
+    confidence_kind: str = "sigmoid"
+    # The fitted calibration from piggyback.json (gpu_worker.calibration.calibrate), {} = none.
+    calibration: dict = {}
+
+    @property
+    def temperature(self) -> float:
+        """Classifier families divide their answer logits by this before the softmax / sigmoid."""
+        c = self.calibration or {}
+        return float(c.get("temperature") or 1.0) if c.get("method") == "temperature" else 1.0
 
     def __init__(self, spec: ModelSpec, device=None, params: dict | None = None):
         self.spec = spec

@@ -203,12 +203,12 @@ def tokenize(tok, questions, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
 # Images
 
 def load_image(path: str, size: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """Decode, fix EXIF orientation, RGB, resize to size x size. Returns (uint8 CHW, (width, height))."""
-    from PIL import Image, ImageOps
+    """Decode, RGB, resize to size x size. Returns (uint8 CHW, (width, height)). Images are already
+    upright (EXIF orientation is applied once at ingestion, gpu_worker.images)."""
+    from PIL import Image
 
     try:
         with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
             im = im.convert("RGB")
             w, h = im.size
             im = im.resize((size, size), Image.BILINEAR)
@@ -230,6 +230,8 @@ def cell_boxes(width: int, height: int, grid: int) -> list[list[int]]:
 
 class BaselineAdapter(VQAAdapter):
     """Adapter for the baseline family (see the module docstring)."""
+
+    confidence_kind = "softmax"   # answers scored with a softmax (gpu_worker.calibration)
 
     def __init__(self, spec, model: PiggyBaselineForVQA, tokenizer, device=None, params=None, text_encoder=None):
         super().__init__(spec, device, params)
@@ -432,7 +434,7 @@ class BaselineAdapter(VQAAdapter):
                     from gpu_worker import Cancelled
                     raise Cancelled()
                 out = self.model(**self._inputs(batch), output_attentions=explain)
-                probs = torch.softmax(out.logits.float(), dim=-1).cpu()
+                probs = torch.softmax(out.logits.float() / self.temperature, dim=-1).cpu()
                 top_p, top_i = probs.topk(k, dim=-1)
                 top_p, top_i = torch.round(top_p * 1e6).div(1e6).tolist(), top_i.tolist()
                 if explain:

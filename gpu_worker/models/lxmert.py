@@ -125,7 +125,7 @@ class LxmertAdapter(VQAAdapter):
             batch = self._collate(enc, torch.arange(len(chunk)))
             with hc.autocast(self.device):
                 out = self._forward(batch, output_attentions=explain)
-            probs = torch.sigmoid(out.question_answering_score.float())
+            probs = torch.sigmoid(out.question_answering_score.float() / self.temperature)
             for b, t in enumerate(hc.topk_from_probs(probs, self.id2label, top_k)):
                 r = {"answer": t[0]["answer"], "confidence": t[0]["score"], "top_k": t, "regions": []}
                 if explain:

@@ -159,7 +159,7 @@ class ViltAdapter(VQAAdapter):
                 out = self.model(input_ids=ids, attention_mask=mask, image_embeds=x, pixel_mask=x_mask,
                                  output_attentions=True)
                 logits = out.logits
-        probs = torch.sigmoid(logits.float())
+        probs = torch.sigmoid(logits.float() / self.temperature)
         tops = hc.topk_from_probs(probs, self.id2label, top_k)
         res = [{"answer": t[0]["answer"], "confidence": t[0]["score"], "top_k": t, "regions": []} for t in tops]
         if explain:

@@ -167,7 +167,7 @@ class VisualBertAdapter(VQAAdapter):
             batch = self._collate(enc, torch.arange(len(chunk)))
             with hc.autocast(self.device):
                 out = self._forward(batch, output_attentions=explain)
-            tops = hc.topk_from_probs(torch.sigmoid(out.logits.float()), self.id2label, top_k)
+            tops = hc.topk_from_probs(torch.sigmoid(out.logits.float() / self.temperature), self.id2label, top_k)
             for b, t in enumerate(tops):
                 r = {"answer": t[0]["answer"], "confidence": t[0]["score"], "top_k": t, "regions": []}
                 if explain:

@@ -6,6 +6,7 @@ import io
 import os
 from unittest import mock
 
+import numpy as np
 import pytest
 from django.core.files.storage import default_storage
 from PIL import Image
@@ -74,6 +75,30 @@ def test_predict_on_a_run(run, owner, client_for):
     history = client.get("/api/v1/predictions/").json()
     assert history["count"] == 2 and history["results"][0]["model_name"] == "Tiny baseline"
 
+
+
+def test_a_phone_photo_is_stored_and_answered_upright(run, owner, client_for):
+    """Issue 11.3: a JPEG whose pixels are stored turned (EXIF orientation 6) is made upright at upload;
+    the stored image, the regions and the overlay all use the upright 120 x 80 picture."""
+    from tests.unit.test_exif_orientation import jpeg_bytes, stored_pixels
+
+    model_cache.clear()
+    client = client_for(owner)
+    picture = np.asarray(Image.open(io.BytesIO(png_bytes(size=(120, 80)))).convert("RGB"))
+    raw = jpeg_bytes(stored_pixels(picture, 6), 6)
+    assert Image.open(io.BytesIO(raw)).size == (80, 120)   # as the camera stored it
+    data = {"image": upload("phone.jpg", raw, "image/jpeg"), "question": "What color is the shape?"}
+    r = client.post(f"/api/v1/training-runs/{run.pk}/predict/", data, format="multipart")
+    assert r.status_code == 201, r.content
+    body = r.json()
+    for region in body["regions"]:
+        x0, y0, x1, y1 = region["box"]
+        assert 0 <= x0 < x1 <= 120 and 0 <= y0 < y1 <= 80
+    stored = Image.open(io.BytesIO(_content(client.get(body["image"])))).convert("RGB")
+    assert stored.size == (120, 80)
+    assert np.abs(np.asarray(stored, dtype=int) - picture.astype(int)).mean() < 3
+    overlay = Image.open(io.BytesIO(_content(client.get(body["overlay"]))))
+    assert overlay.size[0] * 80 == overlay.size[1] * 120   # drawn on the upright picture
 
 def test_predict_rejects_bad_input(run, owner, client_for):
     client = client_for(owner)

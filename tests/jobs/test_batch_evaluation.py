@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import zipfile
 
 import pytest
@@ -61,6 +62,18 @@ def test_batch_with_answers_gives_official_vqa_metrics(run, owner, client_for, r
     body = r.json()
     assert body["status"] == "succeeded" and body["progress"] == 1.0
     assert body["metrics"]["vqa_accuracy"] == ev.metrics["vqa_accuracy"]
+    # calibration of the confidences (issue 11.4): ECE over 15 bins, recomputed independently here
+    conf, score = [p.confidence for p in preds], [p.vqa_score for p in preds]
+    bins = [[c for c, _ in zip(conf, score) if min(14, max(0, math.ceil(c * 15) - 1)) == b] for b in range(15)]
+    want = sum(len(bn) / len(conf) * abs(
+        sum(s for c, s in zip(conf, score) if min(14, max(0, math.ceil(c * 15) - 1)) == b) / len(bn)
+        - sum(bn) / len(bn)) for b, bn in enumerate(bins) if bn)
+    assert body["ece"] == ev.ece and ev.ece == pytest.approx(want, abs=1e-5)
+    assert sum(b["count"] for b in ev.metrics["reliability"]) == len(preds)
+    client.force_login(owner)
+    page = client.get(f"/evaluate/evaluations/{pk}/")
+    assert page.status_code == 200
+    assert b'data-testid="reliability-table"' in page.content and b"min(1, matching answers" in page.content
 
     r = client.get(f"/api/v1/evaluations/{pk}/predictions.csv")
     assert r.status_code == 200 and "attachment" in r["Content-Disposition"]
@@ -105,6 +118,7 @@ def test_batch_without_answers_and_hostile_rows(run, owner, client_for, run_jobs
     assert ev.status == "succeeded", ev.error
     assert ev.counts["level"] == "warning" and ev.counts["rows_dropped"] == 1
     assert "vqa_accuracy" not in ev.metrics and ev.metrics["labelled"] == 0
+    assert ev.ece is None and client.get(f"/api/v1/evaluations/{pk}/").json()["ece"] is None
     assert ev.predictions.count() == len(items) + len(hostile) - 1
     assert all(p.vqa_score is None for p in ev.predictions.all())
 

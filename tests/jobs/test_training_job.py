@@ -231,3 +231,23 @@ def test_start_rules(owner, project, members, models_synced, settings):
     assert "GPU memory" in services.memory_warning(blip) and "4 GB" in services.memory_warning(blip)
     settings.GPU_WORKER_MEMORY_GB = 80
     assert services.memory_warning(blip) == ""
+
+
+def test_live_metrics_reads_fields_not_the_stage_text(monkeypatch):
+    """training_app.jobs.LiveMetrics fills run.metrics from the report's fields; the stage line is free text."""
+    from types import SimpleNamespace
+
+    from training_app import jobs
+
+    live = jobs.LiveMetrics(SimpleNamespace(pk=1, metrics={}), min_interval=1e9)
+    monkeypatch.setattr(live, "flush", lambda with_log=False: None)
+    fields = {"epoch": 2, "epochs_total": 3, "step": 5, "steps_per_epoch": 10, "loss": 0.5, "eta_seconds": 7.0}
+    live.report_wrapper(lambda *a, **k: None)(0.5, "Zweite Epoche läuft", fields)
+    live(fields)
+    m = live.data
+    assert (m["epoch"], m["epochs_total"], m["step"], m["steps_per_epoch"]) == (2, 3, 5, 10)
+    assert m["loss_curve"] == [{"x": 1.5, "loss": 0.5}] and m["eta_seconds"] == 7.0
+    live(dict(fields, step=10, epoch_done=True, val_vqa_accuracy=40.0))
+    assert m["epochs"] == [{"epoch": 2, "loss": 0.5, "val_vqa_accuracy": 40.0}]
+    assert m["loss_curve"][-1] == {"x": 2.0, "loss": 0.5}
+

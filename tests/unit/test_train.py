@@ -48,6 +48,13 @@ def test_reports_progress(easy_items, tiny_params, tmp_path):
     assert progress == sorted(progress) and progress[-1] == 1.0
     assert any("Epoch 1/1" in c[1] for c in calls)
     assert any(c[2] and "loss" in c[2] for c in calls)
+    # progress travels as fields (issue 15.4): nobody has to parse the stage text back
+    ends = [c[2] for c in calls if c[2] and c[2].get("epoch_done")]
+    assert len(ends) == 1 and ends[0]["epoch"] == 1 and ends[0]["epochs_total"] == 1
+    assert ends[0]["step"] == ends[0]["steps_per_epoch"] >= 1
+    for _, _, m in calls:
+        if m and m.get("step"):
+            assert 1 <= m["step"] <= m["steps_per_epoch"] and m["epoch"] <= m["epochs_total"]
 
 
 def test_same_seed_same_result(easy_items, tiny_params, tmp_path):
