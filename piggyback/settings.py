@@ -152,7 +152,7 @@ STORAGE_BACKEND = env("STORAGE_BACKEND", default="local")
 if STORAGE_BACKEND == "s3":
     from boto3.s3.transfer import TransferConfig
 
-    _endpoint = env("AWS_S3_ENDPOINT_URL", default=None)
+    _endpoint = env("AWS_S3_ENDPOINT_URL", default="") or None  # empty: Amazon S3 itself
     _multipart = env.int("AWS_S3_MULTIPART_THRESHOLD", default=8 * 1024 * 1024)  # bytes; parts of this size too
     _default_storage = {
         "BACKEND": "storages.backends.s3.S3Storage",

@@ -398,3 +398,59 @@ def test_folders_sync_both_ways_and_prefixes_delete(s3_settings, tmp_path):
 
     files.delete_prefix("projects/2/runs/7")
     assert s3_settings.keys(BUCKET) == []
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_killed_worker_resumes_on_another_machine_from_the_checkpoint_in_the_bucket(s3_settings, owner, project,
+                                                                                     redis_conn, tmp_path):
+    """A worker SIGKILLed mid-run leaves its last epoch's checkpoint in the bucket (uploaded after every epoch),
+    and a second worker with an empty cache of its own resumes from it, as it would from a local disk."""
+    from piggyback.jobs import RunStatus, reconcile
+    from tests.jobs.test_training_job import SLOW, make_easyvqa_dataset, wait_for
+    from training_app import services
+    from training_app.models import TrainingRun
+    from training_app.registry_sync import sync_models
+
+    sync_models()
+    dataset = make_easyvqa_dataset(project, owner)  # images stored in the bucket by this process
+    run = services.start_run(owner, dataset, "baseline-rnn", params=SLOW)
+    base = {**os.environ, **s3_settings.env(BUCKET), "DATABASE_URL": workers.test_db_url(),
+            "REDIS_URL": os.environ["REDIS_URL"], "JOB_HEARTBEAT_INTERVAL": "0.5", "PYTHONUNBUFFERED": "1"}
+
+    def worker(name, burst=False):
+        env = {**base, "MEDIA_ROOT": str(tmp_path / name / "media"), "WORKER_CACHE_DIR": str(tmp_path / name / "cache")}
+        cmd = [sys.executable, "manage.py", "rqworker", "gpu"] + (["--burst"] if burst else [])
+        return _start(cmd, env, tmp_path / f"{name}.log")
+
+    first = worker("first")
+    prefix = f"projects/{project.pk}/runs/{run.pk}/checkpoints/"
+    try:
+        def checkpoint_in_bucket():
+            if first.poll() is not None:
+                raise AssertionError((tmp_path / "first.log").read_text()[-3000:])
+            row = TrainingRun.objects.get(pk=run.pk)
+            return (row.status == RunStatus.RUNNING and len(row.metrics.get("epochs") or []) >= 1
+                    and any(k.endswith("state.pt") for k in s3_settings.keys(BUCKET) if k.startswith(prefix)))
+
+        wait_for(checkpoint_in_bucket, timeout=120, interval=0.2)
+    finally:
+        workers.kill_worker_and_horses(first)
+    time.sleep(1.5)
+    reconcile(heartbeat_timeout=1)
+    row = TrainingRun.objects.get(pk=run.pk)
+    assert row.status == RunStatus.FAILED, row.status
+    services.resume_run(owner, row)
+
+    second = worker("second", burst=True)
+    try:
+        second.wait(timeout=300)
+    finally:
+        _stop(second)
+    row = TrainingRun.objects.get(pk=run.pk)
+    assert row.status == RunStatus.SUCCEEDED, (row.error, (tmp_path / "second.log").read_text()[-3000:])
+    assert "resuming from epoch" in row.log
+    assert [h["epoch"] for h in row.metrics["history"]] == list(range(1, SLOW["epochs"] + 1))
+    assert _files_under(tmp_path / "first" / "media") == _files_under(tmp_path / "second" / "media") == []
+    keys = s3_settings.keys(BUCKET)
+    assert f"projects/{project.pk}/runs/{run.pk}/model/config.json" in keys
