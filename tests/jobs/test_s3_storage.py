@@ -424,14 +424,16 @@ def test_killed_worker_resumes_on_another_machine_from_the_checkpoint_in_the_buc
         return _start(cmd, env, tmp_path / f"{name}.log")
 
     first = worker("first")
-    prefix = f"projects/{project.pk}/runs/{run.pk}/checkpoints/"
+    from gpu_worker.train import CKPT_DIR, STATE_FILE
+
+    checkpoint = f"projects/{project.pk}/runs/{run.pk}/{CKPT_DIR}/{STATE_FILE}"
     try:
         def checkpoint_in_bucket():
             if first.poll() is not None:
                 raise AssertionError((tmp_path / "first.log").read_text()[-3000:])
             row = TrainingRun.objects.get(pk=run.pk)
             return (row.status == RunStatus.RUNNING and len(row.metrics.get("epochs") or []) >= 1
-                    and any(k.endswith("state.pt") for k in s3_settings.keys(BUCKET) if k.startswith(prefix)))
+                    and checkpoint in s3_settings.keys(BUCKET))
 
         wait_for(checkpoint_in_bucket, timeout=120, interval=0.2)
     finally:
