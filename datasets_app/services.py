@@ -276,18 +276,7 @@ def delete_stored_name(name: str) -> None:
 
 
 def delete_prefix(prefix: str) -> None:
-    root = files.storage_path(prefix)
-    if root is not None:
-        shutil.rmtree(root, ignore_errors=True)
-        return
-    try:
-        dirs, names = default_storage.listdir(prefix)
-    except (FileNotFoundError, OSError):
-        return
-    for n in names:
-        default_storage.delete(f"{prefix}/{n}")
-    for d in dirs:
-        delete_prefix(f"{prefix}/{d}")
+    files.delete_prefix(prefix)
 
 
 def delete_dataset(dataset: Dataset) -> None:

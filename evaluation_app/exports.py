@@ -13,9 +13,8 @@ import unicodedata
 import zipfile
 from pathlib import Path
 
-from django.core.files.storage import default_storage
-
 from gpu_worker.tabular import write_csv
+from piggyback.files import open_stream
 
 MAX_STEM_BYTES = 100
 _FORBIDDEN = re.compile(r'[<>:"/\\|?*]')
@@ -107,9 +106,13 @@ def csv_bytes(predictions, overlay_names=None) -> bytes:
 
 
 def _zip_add_stored(zf: zipfile.ZipFile, storage_name: str, arcname: str) -> bool:
-    if not storage_name or not default_storage.exists(storage_name):
+    if not storage_name:
         return False
-    with default_storage.open(storage_name, "rb") as src, zf.open(arcname, "w") as dst:
+    try:
+        src = open_stream(storage_name)  # from S3: one GET, streamed into the ZIP
+    except FileNotFoundError:
+        return False
+    with src, zf.open(arcname, "w") as dst:
         while chunk := src.read(1024 * 1024):
             dst.write(chunk)
     return True

@@ -51,7 +51,7 @@ def model_folder_for(run_or_model) -> str:
         prefix = run.output_dir.rstrip("/")
         if not prefix.endswith("/model"):
             prefix = f"{prefix}/model"
-        folder = local_dir(prefix)
+        folder = local_dir(prefix, max_age=300)  # a succeeded run's model files never change
         if not (folder / "config.json").is_file():
             raise UserFacingError(f"The trained model of “{run}” is missing from storage; train it again.")
         return str(folder)

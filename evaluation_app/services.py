@@ -21,7 +21,7 @@ from evaluation_app import model_cache
 from evaluation_app.models import Evaluation, Prediction
 from gpu_worker import UserFacingError
 from gpu_worker.images import upright
-from piggyback.files import local_copy, save_local, storage_path
+from piggyback.files import cache_path, local_copy, save_local, storage_path
 from piggyback.jobs import enqueue
 from piggyback.tenancy import has_role, role_of
 
@@ -130,12 +130,18 @@ def _save_png(project, image: Image.Image) -> str:
         target.parent.mkdir(parents=True, exist_ok=True)
         image.save(target, format="PNG", compress_level=1)
         return name
-    with tempfile.NamedTemporaryFile(suffix=".png", delete=False) as tmp:
-        image.save(tmp, format="PNG", compress_level=1)
+    # remote storage: encode into this process's cache (where local_copy() looks), then upload from there,
+    # so the model reads the image from disk instead of downloading what was just sent
+    cached = cache_path(name)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    part = cached.with_name(f".{cached.name}.{uuid.uuid4().hex}.part")
     try:
-        return save_local(tmp.name, name)
+        image.save(part, format="PNG", compress_level=1)
+        save_local(part, name)
+        os.replace(part, cached)
     finally:
-        Path(tmp.name).unlink(missing_ok=True)
+        part.unlink(missing_ok=True)
+    return name
 
 
 def store_overlay(image, regions, name: str, *, heatmap: bool = False) -> str:

@@ -1,20 +1,34 @@
 """Files go through Django's storage API (local folder or S3-compatible store).
 
-* Pages and API serve files only through permission-checked views (:func:`serve_file`).
-* Workers call :func:`local_copy` to get a local path (a no-op for the local filesystem storage,
-  a cached download for remote stores) and :func:`save_local` to store results.
+* Pages and API serve files only through permission-checked views (:func:`serve_file`), streamed: from S3
+  the object's body is passed on as it arrives, never held whole in memory.
+* Workers (and the web process, for single predictions and exports) call :func:`local_copy` /
+  :func:`local_dir` to get local paths: a no-op for the local filesystem storage, a download into their own
+  ``WORKER_CACHE_DIR`` for remote stores, so no filesystem is shared between web and workers. Results go
+  back with :func:`save_local` / :func:`save_tree`.
+* With django-storages' S3 backend, transfers use boto3's transfer manager (multipart and parallel ranged
+  reads above ``AWS_S3_MULTIPART_THRESHOLD``, straight between disk and bucket), folders are synced with
+  one listing per 1,000 objects and many small files move on a few threads; other remote storages go
+  through the plain Storage API.
 """
 from __future__ import annotations
 
 import hashlib
 import mimetypes
+import os
 import shutil
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import default_storage
 from django.http import FileResponse, Http404
+
+CHUNK = 1024 * 1024
+TRANSFER_THREADS = 8  # concurrent small-file transfers (folders of images, overlays, model files)
 
 
 def storage_path(name: str) -> Path | None:
@@ -29,31 +43,180 @@ def is_local_storage() -> bool:
     return storage_path("") is not None
 
 
+# ------------------------------------------------------------------------------------------ S3 (boto3)
+class _S3:
+    """The boto3 side of django-storages' S3Storage: one client (thread-safe, shared by the transfer threads),
+    object keys as the storage names them (``location`` prefix included) and its upload parameters."""
+
+    def __init__(self, storage):
+        from storages.utils import clean_name
+
+        self.storage = storage
+        self.client = storage.connection.meta.client
+        self.bucket = storage.bucket_name
+        self.config = storage.transfer_config
+        self._clean = clean_name
+
+    def key(self, name: str) -> str:
+        return self.storage._normalize_name(self._clean(name))
+
+    def upload(self, local: Path, name: str) -> None:
+        """One PUT (multipart above the threshold); replaces the object atomically, so no delete first."""
+        key = self.key(name)
+        self.client.upload_file(str(local), self.bucket, key, ExtraArgs=self.storage._get_write_parameters(key),
+                                Config=self.config)
+
+    def download(self, name: str, dest: Path) -> None:
+        """Straight to disk (parallel ranged GETs above the threshold); FileNotFoundError when missing."""
+        try:
+            self.client.download_file(self.bucket, self.key(name), str(dest), Config=self.config)
+        except Exception as exc:
+            raise _missing(exc, name) from exc
+
+    def get(self, name: str):
+        """(streaming body, size) of an object; FileNotFoundError when missing."""
+        try:
+            obj = self.client.get_object(Bucket=self.bucket, Key=self.key(name))
+        except Exception as exc:
+            raise _missing(exc, name) from exc
+        return obj["Body"], obj["ContentLength"]
+
+    def listing(self, prefix: str):
+        """(relative name, size, mtime) of every object under ``prefix/``."""
+        root = self.key(prefix).rstrip("/") + "/"
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=root):
+            for obj in page.get("Contents", ()):
+                rel = obj["Key"][len(root):]
+                if rel and not rel.endswith("/"):
+                    yield rel, obj["Size"], obj["LastModified"].timestamp()
+
+    def delete_prefix(self, prefix: str) -> None:
+        keys = [{"Key": self.key(f"{prefix}/{rel}")} for rel, _, _ in self.listing(prefix)]
+        for i in range(0, len(keys), 1000):  # DeleteObjects takes at most 1,000 keys
+            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys[i:i + 1000], "Quiet": True})
+
+
+def _missing(exc: Exception, name: str) -> Exception:
+    """botocore's 404 as FileNotFoundError; anything else unchanged."""
+    response = getattr(exc, "response", None) or {}
+    code = str(response.get("Error", {}).get("Code", ""))
+    if code in ("404", "NoSuchKey", "NotFound"):
+        return FileNotFoundError(f"{name} is not in the storage")
+    return exc
+
+
+def _s3() -> _S3 | None:
+    """The S3 helper when the default storage is django-storages' S3Storage, else None."""
+    if is_local_storage():
+        return None
+    storage = default_storage._wrapped  # set up by is_local_storage()
+    if not (hasattr(storage, "bucket_name") and hasattr(storage, "transfer_config")):
+        return None
+    cached = getattr(storage, "_piggyback_s3", None)
+    if cached is None:
+        cached = storage._piggyback_s3 = _S3(storage)
+    return cached
+
+
+# ------------------------------------------------------------------------------------------ local copies
+def cache_path(name: str) -> Path:
+    """Where :func:`local_copy` keeps a remote file in this process's WORKER_CACHE_DIR."""
+    digest = hashlib.sha256(name.encode()).hexdigest()[:24]
+    return Path(settings.WORKER_CACHE_DIR) / "files" / digest / Path(name).name
+
+
+def _part(target: Path) -> Path:
+    """A unique temporary name beside ``target`` (processes sharing a cache never write the same file)."""
+    return target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.part")
+
+
+def _download(name: str, target: Path, s3: _S3 | None) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _part(target)
+    try:
+        if s3 is not None:
+            s3.download(name, tmp)
+        else:
+            with default_storage.open(name, "rb") as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst, CHUNK)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def local_copy(name: str) -> Path:
     """A local path for a stored file (cached under WORKER_CACHE_DIR for remote storages)."""
     path = storage_path(name)
     if path is not None:
         return path
-    digest = hashlib.sha256(name.encode()).hexdigest()[:24]
-    target = Path(settings.WORKER_CACHE_DIR) / "files" / digest / Path(name).name
+    target = cache_path(name)
     if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(target.suffix + ".part")
-        with default_storage.open(name, "rb") as src, open(tmp, "wb") as dst:
-            shutil.copyfileobj(src, dst, 1024 * 1024)
-        tmp.replace(target)
+        _download(name, target, _s3())
     return target
 
 
-def local_dir(prefix: str) -> Path:
-    """A local folder for a storage prefix (materialised from a remote store when needed)."""
+_SYNCED: dict[Path, float] = {}  # folder -> when this process last synced it (time.monotonic)
+
+
+def local_dir(prefix: str, *, max_age: float = 0.0) -> Path:
+    """A local folder for a storage prefix (synced from a remote store when needed).
+
+    ``max_age``: seconds during which a folder this process has already synced is used as it is (serving
+    a finished model asks for its folder on every prediction; its files never change)."""
     path = storage_path(prefix)
     if path is not None:
         return path
     digest = hashlib.sha256(prefix.encode()).hexdigest()[:24]
     target = Path(settings.WORKER_CACHE_DIR) / "dirs" / digest
-    _materialise(prefix.rstrip("/"), target)
+    last = _SYNCED.get(target)
+    if max_age and last is not None and time.monotonic() - last < max_age and target.is_dir():
+        return target
+    s3 = _s3()
+    if s3 is not None:
+        _sync_dir(s3, prefix.rstrip("/"), target)
+    else:
+        _materialise(prefix.rstrip("/"), target)
+    _SYNCED[target] = time.monotonic()
     return target
+
+
+def _sync_dir(s3: _S3, prefix: str, target: Path) -> None:
+    """Make ``target`` mirror the objects under ``prefix``: fetch what is missing or changed (size or
+    modification time), drop local files the bucket no longer has."""
+    target.mkdir(parents=True, exist_ok=True)
+    remote, todo = set(), []
+    for rel, size, mtime in s3.listing(prefix):
+        remote.add(rel)
+        local = target / rel
+        try:
+            st = local.stat()
+            if st.st_size == size and int(st.st_mtime) == int(mtime):
+                continue
+        except FileNotFoundError:
+            pass
+        todo.append((rel, local, mtime))
+
+    def fetch(job):
+        rel, local, mtime = job
+        _download(f"{prefix}/{rel}", local, s3)
+        os.utime(local, (mtime, mtime))
+
+    _run_all(fetch, todo)
+    for path in list(target.rglob("*")):
+        rel = path.relative_to(target).as_posix()
+        if path.is_file() and rel not in remote and not path.name.endswith(".part"):
+            path.unlink(missing_ok=True)
+
+
+def _run_all(fn, jobs: list) -> None:
+    """``fn`` over ``jobs`` on a few threads (network-bound transfers); the first error is raised."""
+    if len(jobs) <= 1:
+        for job in jobs:
+            fn(job)
+        return
+    with ThreadPoolExecutor(max_workers=min(TRANSFER_THREADS, len(jobs))) as pool:
+        for _ in pool.map(fn, jobs):
+            pass
 
 
 def _materialise(prefix: str, target: Path) -> None:
@@ -63,16 +226,21 @@ def _materialise(prefix: str, target: Path) -> None:
         dst = target / f
         if not dst.exists():
             with default_storage.open(f"{prefix}/{f}", "rb") as src, open(dst, "wb") as out:
-                shutil.copyfileobj(src, out, 1024 * 1024)
+                shutil.copyfileobj(src, out, CHUNK)
     for d in dirs:
         _materialise(f"{prefix}/{d}", target / d)
 
 
+# ------------------------------------------------------------------------------------------ storing
 def save_local(local_path: Path | str, name: str) -> str:
     """Store a local file under exactly ``name`` (replacing it); returns the stored name."""
     local_path = Path(local_path)
     dest = storage_path(name)
     if dest is not None and dest.resolve() == local_path.resolve():
+        return name
+    s3 = _s3() if dest is None else None
+    if s3 is not None:
+        s3.upload(local_path, name)
         return name
     if default_storage.exists(name):
         default_storage.delete(name)
@@ -80,27 +248,91 @@ def save_local(local_path: Path | str, name: str) -> str:
         return default_storage.save(name, File(fh))
 
 
-def save_tree(local_root: Path | str, prefix: str) -> list[str]:
-    """Store every file under ``local_root`` at ``prefix/<relative path>``."""
+def save_tree(local_root: Path | str, prefix: str, *, unchanged: dict | None = None) -> list[str]:
+    """Store every file under ``local_root`` at ``prefix/<relative path>``.
+
+    ``unchanged``: a dict kept by the caller between calls; files whose size and modification time are the
+    same as at the previous call are not sent again (a training run syncs its folder after every epoch)."""
     local_root = Path(local_root)
-    stored = []
+    jobs = []
     for path in sorted(local_root.rglob("*")):
-        if path.is_file():
-            stored.append(save_local(path, f"{prefix}/{path.relative_to(local_root).as_posix()}"))
-    return stored
+        if path.is_file() and not path.name.endswith(".part"):
+            rel = path.relative_to(local_root).as_posix()
+            st = path.stat()
+            if unchanged is not None and unchanged.get(rel) == (st.st_size, st.st_mtime_ns):
+                continue
+            jobs.append((path, f"{prefix}/{rel}", rel, (st.st_size, st.st_mtime_ns)))
+    stored = []
+
+    def put(job):
+        path, name, rel, stamp = job
+        stored.append(save_local(path, name))
+        if unchanged is not None:
+            unchanged[rel] = stamp
+
+    if _s3() is not None:
+        _run_all(put, jobs)
+    else:
+        for job in jobs:
+            put(job)
+    return sorted(stored)
+
+
+def delete_prefix(prefix: str) -> None:
+    """Remove everything stored under ``prefix`` (a folder, or every object with that key prefix)."""
+    root = storage_path(prefix)
+    if root is not None:
+        shutil.rmtree(root, ignore_errors=True)
+        return
+    s3 = _s3()
+    if s3 is not None:
+        s3.delete_prefix(prefix)
+        return
+    try:
+        dirs, names = default_storage.listdir(prefix)
+    except (FileNotFoundError, OSError):
+        return
+    for n in names:
+        default_storage.delete(f"{prefix}/{n}")
+    for d in dirs:
+        delete_prefix(f"{prefix}/{d}")
+
+
+# ------------------------------------------------------------------------------------------ reading
+def open_stream(name: str):
+    """A binary file-like object reading a stored file as it is consumed (from S3: the GET's body).
+
+    Raises FileNotFoundError when the file is not there; use it as a context manager."""
+    s3 = _s3()
+    if s3 is None:
+        if not name or not default_storage.exists(name):
+            raise FileNotFoundError(f"{name} is not in the storage")
+        return default_storage.open(name, "rb")
+    return s3.get(name)[0]
 
 
 def serve_file(name: str, *, download_name: str | None = None, as_attachment: bool = False) -> FileResponse:
     """Stream a stored file; the caller has already checked that the user may see it."""
-    if not name or not default_storage.exists(name):
-        raise Http404("This file is not there any more.")
+    s3 = _s3()
+    size = None
+    try:
+        if not name:
+            raise FileNotFoundError(name)
+        if s3 is not None:
+            stream, size = s3.get(name)  # one GET; the body is read chunk by chunk as the response is sent
+        else:
+            stream = open_stream(name)
+    except FileNotFoundError:
+        raise Http404("This file is not there any more.") from None
     content_type, _ = mimetypes.guess_type(download_name or name)
     response = FileResponse(
-        default_storage.open(name, "rb"),
+        stream,
         as_attachment=as_attachment,
         filename=download_name or Path(name).name,
         content_type=content_type or "application/octet-stream",
     )
+    if size is not None:
+        response["Content-Length"] = str(size)
     response["X-Content-Type-Options"] = "nosniff"
     response["Cache-Control"] = "private, max-age=3600"
     return response

@@ -167,14 +167,27 @@ for _pkg, _sub in (("bootstrap", "dist"), ("chart.js", "dist"), ("tus-js-client"
 
 STORAGE_BACKEND = env("STORAGE_BACKEND", default="local")
 if STORAGE_BACKEND == "s3":
+    from boto3.s3.transfer import TransferConfig
+
+    _endpoint = env("AWS_S3_ENDPOINT_URL", default="") or None  # empty: Amazon S3 itself
+    _multipart = env.int("AWS_S3_MULTIPART_THRESHOLD", default=8 * 1024 * 1024)  # bytes; parts of this size too
     _default_storage = {
         "BACKEND": "storages.backends.s3.S3Storage",
         "OPTIONS": {
             "bucket_name": env("AWS_STORAGE_BUCKET_NAME"),
-            "endpoint_url": env("AWS_S3_ENDPOINT_URL", default=None),
+            "endpoint_url": _endpoint,
+            "region_name": env("AWS_S3_REGION_NAME", default=None),
+            # credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or an instance role), read by boto3
+            # S3-compatible servers (MinIO, Ceph, moto) are addressed by path; AWS itself picks the style
+            "addressing_style": env("AWS_S3_ADDRESSING_STYLE", default="path" if _endpoint else None),
             "querystring_auth": True,
             "file_overwrite": False,
-            "default_acl": "private",
+            "default_acl": env("AWS_DEFAULT_ACL", default="private") or None,
+            # any Storage.open() of an object spools to disk beyond this instead of holding it in memory
+            "max_memory_size": 8 * 1024 * 1024,
+            # multipart uploads and parallel ranged downloads above the threshold (boto3's transfer manager)
+            "transfer_config": TransferConfig(multipart_threshold=_multipart, max_concurrency=8,
+                                              multipart_chunksize=max(_multipart, 5 * 1024 * 1024)),
         },
     }
 else:

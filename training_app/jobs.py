@@ -3,10 +3,12 @@
 Thin: reads the run's items, calls :func:`gpu_worker.train.train_model` with a local output folder
 (``projects/<p>/runs/<id>/``; with local storage this IS the storage folder, so checkpoints survive for
 resume), streams live metrics into ``run.metrics`` and the log tail into ``run.log``, and stores the
-outputs (``save_tree`` for remote storages, also after a cancel so the checkpoint can be resumed).
+outputs (``save_tree`` for remote storages: after every epoch, so a worker killed mid-run leaves its last
+checkpoint in the bucket for resume like it leaves it on a local disk, and at the end or after a cancel).
 """
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from piggyback import files
 from piggyback.jobs import background_job
 from training_app.models import TrainingRun
 
+log = logging.getLogger(__name__)
 LOG_TAIL_LINES = 200
 MAX_LOSS_POINTS = 400
 
@@ -25,9 +28,11 @@ class LiveMetrics:
     """Collects train_model's reports into ``run.metrics`` (loss curve, per-epoch validation accuracy, ETA),
     written at most every ``min_interval`` seconds, always at the end of an epoch."""
 
-    def __init__(self, run: TrainingRun, min_interval: float = 2.0, out_dir: Path | None = None):
+    def __init__(self, run: TrainingRun, min_interval: float = 2.0, out_dir: Path | None = None,
+                 on_epoch_end=None):
         self.run = run
         self.out_dir = out_dir
+        self.on_epoch_end = on_epoch_end
         self.min_interval = min_interval
         m = dict(run.metrics or {})
         self.data = m
@@ -66,6 +71,8 @@ class LiveMetrics:
         now = time.monotonic()
         if epoch_end or now - self._last >= self.min_interval:
             self.flush(with_log=epoch_end)
+        if epoch_end and self.on_epoch_end is not None:
+            self.on_epoch_end()
 
     def _add_loss_point(self, metrics: dict, epoch_end: bool):
         """x = epochs done so far (fractional inside an epoch)."""
@@ -98,6 +105,16 @@ def _log_tail(out_dir: Path) -> str:
     return "\n".join(lines[-LOG_TAIL_LINES:])
 
 
+def _quietly(store):
+    """The per-epoch upload: a failure is logged and training goes on (the final upload tries again)."""
+    def run():
+        try:
+            store()
+        except Exception:
+            log.warning("could not store the checkpoint after an epoch", exc_info=True)
+    return run
+
+
 @background_job("training_app.TrainingRun")
 def train_job(run: TrainingRun, reporter, resume: bool = False):
     import torch
@@ -121,9 +138,16 @@ def train_job(run: TrainingRun, reporter, resume: bool = False):
     if len(items) < 2:
         raise UserFacingError(f"The dataset “{run.dataset.name}” has no questions with answers any more, so there "
                               "is nothing to learn from. Choose a dataset with an answer column.")
-    out_dir = files.local_dir(prefix)
+    out_dir = files.local_dir(prefix)  # remote storage: the worker's cached copy (a resume finds its checkpoint)
     out_dir.mkdir(parents=True, exist_ok=True)
-    live = LiveMetrics(run, out_dir=out_dir)
+    store = None
+    if not files.is_local_storage():
+        sent: dict = {}  # files already in the bucket, unchanged since (the checkpoint's model, the best model)
+
+        def store():
+            files.save_tree(out_dir, prefix, unchanged=sent)
+
+    live = LiveMetrics(run, out_dir=out_dir, on_epoch_end=_quietly(store) if store else None)
     reporter.on_metrics = live
     report = live.report_wrapper(reporter)
     try:
@@ -135,8 +159,8 @@ def train_job(run: TrainingRun, reporter, resume: bool = False):
     finally:
         live.flush()
         run._update(log=_log_tail(out_dir))
-        if not files.is_local_storage():
-            files.save_tree(out_dir, prefix)
+        if store is not None:
+            store()
     m = live.data
     m.update({
         "vqa_accuracy": result.get("vqa_accuracy"),

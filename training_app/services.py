@@ -338,15 +338,22 @@ def export_zip(run: TrainingRun) -> str:
     name = export_name(run)
     if default_storage.exists(name):
         return name
-    root = files.local_dir(run.output_dir or run_prefix(run))
-    model_dir = root / "model"
+    prefix = (run.output_dir or run_prefix(run)).rstrip("/")
+    # only what the ZIP holds comes from a remote storage (not the checkpoints)
+    model_dir = files.local_dir(f"{prefix}/model", max_age=300)
     if not (model_dir / "config.json").is_file():
         raise TrainingError("The fine-tuned model files of this run are missing; re-run it to export.")
+    extras = {}
+    for extra in ("metrics.json", "train.log"):
+        try:
+            extras[extra] = files.local_copy(f"{prefix}/{extra}")
+        except FileNotFoundError:
+            continue
     tmp_dir = Path(settings.WORKER_CACHE_DIR) / "exports"
     tmp_dir.mkdir(parents=True, exist_ok=True)
     tmp = tmp_dir / f"run-{run.pk}-{os.getpid()}.zip"
     try:
-        _write_export(run, root, model_dir, tmp)
+        _write_export(run, extras, model_dir, tmp)
         files.save_local(tmp, name)
     except OSError as exc:
         if default_storage.exists(name):  # never leave a truncated export behind
@@ -362,14 +369,14 @@ def export_zip(run: TrainingRun) -> str:
     return name
 
 
-def _write_export(run: TrainingRun, root: Path, model_dir: Path, tmp: Path) -> None:
+def _write_export(run: TrainingRun, extras: dict, model_dir: Path, tmp: Path) -> None:
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for path in sorted(model_dir.rglob("*")):
             if path.is_file():
                 zf.write(path, f"model/{path.relative_to(model_dir).as_posix()}")
-        for extra in ("metrics.json", "train.log"):
-            if (root / extra).is_file():
-                zf.write(root / extra, extra)
+        for extra, path in extras.items():
+            if path.is_file():
+                zf.write(path, extra)
         acc = "n/a" if run.vqa_accuracy is None else f"{run.vqa_accuracy:.2f} %"
         zf.writestr("README.txt", EXPORT_README.format(name=run.name, model=run.model.key, family=run.model.family,
                                                        task=run.model.task, acc=acc))
