@@ -3,6 +3,7 @@ sign-ins, password changes (which also revoke API tokens), projects, memberships
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
 from django.db.models import QuerySet
 from django.db.models.signals import post_delete, post_save, pre_save
@@ -29,8 +30,6 @@ def _logged_out(sender, request, user, **kwargs):
 def _login_failed(sender, credentials, request=None, **kwargs):
     # Django has already masked the password; only the name that was typed is kept.
     typed = str(credentials.get("username") or credentials.get("email") or "")
-    from django.contrib.auth import get_user_model
-
     User = get_user_model()
     field = "email__iexact" if "@" in typed else "username__iexact"
     matches = list(User.objects.filter(**{field: typed})[:2]) if typed else []
@@ -96,7 +95,7 @@ def _project_receivers():
             return
         project = Project.objects.filter(pk=instance.project_id).only("pk", "name").first()
         if sender is Membership:
-            user = type(instance).user.field.related_model.objects.filter(pk=instance.user_id).first()
+            user = get_user_model().objects.filter(pk=instance.user_id).first()
             record(A.MEMBER_REMOVED, project=project, project_id=instance.project_id, target=user,
                    details={"role": instance.role})
             return

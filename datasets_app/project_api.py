@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from django.db import transaction
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
 from audit.models import AuditEntry
@@ -79,11 +80,19 @@ class ProjectViewSet(TenantViewSetMixin, viewsets.ModelViewSet):
             return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
         return Response(MembershipSerializer(m).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(responses=AuditEntrySerializer(many=True), summary="The project's audit trail (owners)")
+    @extend_schema(responses=AuditEntrySerializer(many=True), summary="The project's audit trail (owners)",
+                   parameters=[OpenApiParameter("action", str, enum=AuditEntry.Action.values,
+                                                description="Only entries of this action")])
     @action(detail=True, methods=["get"])
     def audit(self, request, pk=None):
         """Who did what in this project, newest first (paginated): members and roles, deletions, downloads and
         exports, with the time, the client address and the object acted on."""
         project = self.get_object()
-        page = self.paginate_queryset(AuditEntry.objects.for_project(project.pk))
+        entries = AuditEntry.objects.for_project(project.pk)
+        wanted = request.query_params.get("action")
+        if wanted:
+            if wanted not in AuditEntry.Action.values:
+                raise ValidationError({"action": f"Unknown action {wanted!r}; one of {', '.join(AuditEntry.Action.values)}."})
+            entries = entries.filter(action=wanted)
+        page = self.paginate_queryset(entries)
         return self.get_paginated_response(AuditEntrySerializer(page, many=True).data)

@@ -260,6 +260,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "piggyback.schema.PiggyBackAutoSchema",
     # Per-user limits by class of operation (piggyback/throttling.py); staff raise one user's limits in the admin.
     "DEFAULT_THROTTLE_CLASSES": ["piggyback.throttling.OperationThrottle"],
+    "NUM_PROXIES": ALLAUTH_TRUSTED_PROXY_COUNT,  # client address of anonymous requests, as for the sign-in limits
     "DEFAULT_THROTTLE_RATES": {
         "read": env("API_RATE_READ", default="1200/minute"),
         "write": env("API_RATE_WRITE", default="300/minute"),

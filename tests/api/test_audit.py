@@ -334,6 +334,10 @@ def test_owner_reads_the_project_trail_api(client_for, owner, other_user, projec
         assert client_for(members[role]).get(f"/api/v1/projects/{project.pk}/audit/").status_code == 403
     assert client_for(other_user).get(f"/api/v1/projects/{project.pk}/audit/").status_code == 404
     assert client_for(members["owner"]).get(f"/api/v1/projects/{project.pk}/audit/").status_code == 200
+    only_created = client_for(owner).get(f"/api/v1/projects/{project.pk}/audit/?action=project.created").json()
+    assert [row["action"] for row in only_created["results"]] == ["project.created"]
+    r = client_for(owner).get(f"/api/v1/projects/{project.pk}/audit/?action=bogus")
+    assert r.status_code == 400 and "Unknown action" in r.json()["action"]
 
 
 def test_trail_is_paginated(client_for, owner, project):
