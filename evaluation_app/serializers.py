@@ -4,6 +4,7 @@ from django.urls import reverse
 from rest_framework import serializers
 
 from evaluation_app.models import Evaluation, Prediction
+from piggyback.filters import IdField
 
 
 def file_url(request, prediction, which: str) -> str | None:
@@ -71,9 +72,9 @@ class PredictRequestSerializer(serializers.Serializer):
 
 
 class EvaluationCreateSerializer(serializers.Serializer):
-    project = serializers.IntegerField()
-    training_run = serializers.IntegerField(required=False, help_text="A succeeded training run of the project")
-    model = serializers.CharField(required=False, help_text="Key of a zero-shot model (instead of training_run)")
+    project = IdField()
+    training_run = IdField(required=False, help_text="A succeeded training run of the project")
+    model = serializers.CharField(required=False, max_length=100, help_text="Key of a zero-shot model (instead of training_run)")
     images = serializers.FileField(help_text="ZIP of images")
     questions = serializers.FileField(help_text="CSV like the training upload (image, question, optional answer)")
     name = serializers.CharField(required=False, max_length=120, allow_blank=True)

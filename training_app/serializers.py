@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from piggyback.filters import IdField
 from training_app.models import PretrainedModel, TrainingRun
 
 
@@ -18,8 +19,8 @@ class TrainingRunStartSerializer(serializers.Serializer):
     """POST body: ``dataset`` id, ``model`` key, optional ``preset``, ``params`` and/or flat hyper-parameters
     (``epochs``, ``learning_rate``, ``batch_size``, ...: any key besides these four is a hyper-parameter)."""
 
-    dataset = serializers.IntegerField()
-    model = serializers.CharField(help_text="Model key from /api/v1/models/, e.g. baseline-rnn")
+    dataset = IdField()
+    model = serializers.CharField(max_length=100, help_text="Model key from /api/v1/models/, e.g. baseline-rnn")
     preset = serializers.ChoiceField(choices=["quick", "balanced", "thorough"], required=False, allow_blank=True)
     params = serializers.DictField(required=False, help_text="Hyper-parameters, e.g. {\"epochs\": 3}")
     name = serializers.CharField(required=False, allow_blank=True, max_length=120)
