@@ -8,11 +8,18 @@ from training_app.models import PretrainedModel, TrainingRun
 
 
 class PretrainedModelSerializer(serializers.ModelSerializer):
+    default = serializers.SerializerMethodField(help_text="The model a run uses when none is chosen.")
+
     class Meta:
         model = PretrainedModel
         fields = ["key", "name", "family", "task", "description", "available", "availability_reason", "enabled",
-                  "zero_shot", "needs_features", "can_explain", "finetune_gpu_memory_gb", "default_params"]
+                  "zero_shot", "needs_features", "can_explain", "finetune_gpu_memory_gb", "default_params", "default"]
         read_only_fields = fields
+
+    def get_default(self, obj) -> bool:
+        from gpu_worker.models.registry import DEFAULT_MODEL_KEY
+
+        return obj.key == DEFAULT_MODEL_KEY
 
 
 class TrainingRunStartSerializer(serializers.Serializer):
