@@ -6,14 +6,15 @@ from django.core.paginator import Paginator
 from django.shortcuts import render
 
 from audit.models import AuditEntry
-from datasets_app.project_views import get_project
+from datasets_app.models import Project
+from piggyback.tenancy import get_for_user
 
 PER_PAGE = 50
 
 
 @login_required
 def project_audit(request, pk):
-    project = get_project(request.user, pk, "owner")
+    project = get_for_user(Project, request.user, "owner", pk=pk)
     entries = AuditEntry.objects.for_project(project.pk)
     action = request.GET.get("action", "")
     if action in AuditEntry.Action.values:

@@ -23,8 +23,10 @@ from datasets_app.serializers import (
     DatasetItemSerializer,
     DatasetSerializer,
 )
-from piggyback.api import TenantViewSetMixin, require_project_role
+from piggyback import filters
+from piggyback.api import TenantViewSetMixin
 from piggyback.files import serve_file
+from piggyback.tenancy import get_for_user
 
 
 class FileRenderer(BaseRenderer):
@@ -45,16 +47,15 @@ class CSVRenderer(FileRenderer):
     format = "csv"
 
 
-PROJECT_PARAM = OpenApiParameter("project", int, description="Only the datasets of this project.")
 SEARCH_PARAMS = [
     OpenApiParameter("search", str, description="Text in the question, an answer or the image name."),
-    OpenApiParameter("answer_type", str, description="yes/no, number or other."),
+    OpenApiParameter("answer_type", str, enum=["yes/no", "number", "other"], description="yes/no, number or other."),
     OpenApiParameter("question_type", str, description="First words of the question, e.g. 'what color is the'."),
 ]
 
 
 @extend_schema_view(
-    list=extend_schema(parameters=[PROJECT_PARAM], summary="Datasets you can see"),
+    list=extend_schema(summary="Datasets you can see"),
     retrieve=extend_schema(summary="A dataset: status, progress, counts, warnings"),
     destroy=extend_schema(summary="Delete a dataset (project owner)"),
 )
@@ -65,6 +66,7 @@ class DatasetViewSet(TenantViewSetMixin, mixins.ListModelMixin, mixins.RetrieveM
 
     queryset = Dataset.objects.all()
     serializer_class = DatasetSerializer
+    filterset_class = filters.ProjectFilter
     parser_classes = [MultiPartParser, FormParser, JSONParser]
     role_by_action = {"items": "viewer", "report": "viewer", "stats": "viewer", "item_image": "viewer",
                       "retry": "editor", "cancel": "editor", "versions": "editor"}
@@ -76,11 +78,7 @@ class DatasetViewSet(TenantViewSetMixin, mixins.ListModelMixin, mixins.RetrieveM
         return super().get_renderers()
 
     def get_queryset(self):
-        qs = Dataset.objects.for_user(self.request.user).select_related("project").order_by("-created_at")
-        project = self.request.query_params.get("project")
-        if self.action == "list" and project:
-            qs = qs.filter(project_id=project) if project.isdigit() else qs.none()
-        return qs
+        return Dataset.objects.for_user(self.request.user).select_related("project").order_by("-created_at")
 
     @extend_schema(
         summary="Upload a dataset (images ZIP + questions file); cleaning runs in the background",
@@ -92,35 +90,27 @@ class DatasetViewSet(TenantViewSetMixin, mixins.ListModelMixin, mixins.RetrieveM
         ser = DatasetCreateSerializer(data=request.data)
         ser.is_valid(raise_exception=True)
         data = ser.validated_data
-        project = get_object_or_404(Project.objects.for_user(request.user), pk=data["project"])
-        require_project_role(request.user, project, "editor")
-        try:
-            files = {key: (services.claim_upload(request.user, data[f"{key}_upload"], key)
-                           if data.get(f"{key}_upload") else data.get(key))
-                     for key in ("images", "questions", "annotations")}
-            dataset = services.create_dataset(request.user, project, data.get("name", ""), **files)
-        except services.UploadError as exc:
-            return Response({"detail": str(exc), "field": exc.field}, status=status.HTTP_400_BAD_REQUEST)
+        project = get_for_user(Project, request.user, "editor", pk=data["project"])
+        files = {key: (services.claim_upload(request.user, data[f"{key}_upload"], key)
+                       if data.get(f"{key}_upload") else data.get(key))
+                 for key in ("images", "questions", "annotations")}
+        dataset = services.create_dataset(request.user, project, data.get("name", ""), **files)
         body = {"id": dataset.pk, "status": dataset.status, "format": dataset.format,
                 "url": request.build_absolute_uri(f"/api/v1/datasets/{dataset.pk}/")}
         return Response(body, status=status.HTTP_202_ACCEPTED)
 
     def destroy(self, request, *args, **kwargs):
-        dataset = self.get_object()
-        try:
-            services.delete_dataset(dataset)
-        except services.DatasetInUse as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        services.delete_dataset(self.get_object())
         return Response(status=status.HTTP_204_NO_CONTENT)
 
-    @extend_schema(parameters=SEARCH_PARAMS, responses=DatasetItemSerializer(many=True),
+    @extend_schema(parameters=SEARCH_PARAMS, responses=DatasetItemSerializer(many=True), filters=False,
                    summary="Cleaned items (paginated, searchable)")
     @action(detail=True, methods=["get"])
     def items(self, request, pk=None):
         dataset = self.get_object()
-        qs = services.search_items(dataset, request.query_params.get("search", ""),
-                                   request.query_params.get("answer_type", ""),
-                                   request.query_params.get("question_type", ""))
+        params = filters.cleaned(filters.ItemFilter, request, DatasetItem.objects.none())
+        qs = services.search_items(dataset, params.get("search") or "", params.get("answer_type") or "",
+                                   params.get("question_type") or "")
         page = self.paginate_queryset(qs)
         return self.get_paginated_response(DatasetItemSerializer(page, many=True).data)
 
@@ -163,10 +153,7 @@ class DatasetViewSet(TenantViewSetMixin, mixins.ListModelMixin, mixins.RetrieveM
     @action(detail=True, methods=["post"])
     def retry(self, request, pk=None):
         dataset = self.get_object()
-        try:
-            services.retry_cleaning(dataset)
-        except services.UploadError as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        services.retry_cleaning(dataset)
         dataset.refresh_from_db()
         return Response(DatasetSerializer(dataset).data, status=status.HTTP_202_ACCEPTED)
 

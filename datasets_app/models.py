@@ -7,7 +7,7 @@ from django.conf import settings
 from django.db import models
 
 from piggyback.jobs import BackgroundRun
-from piggyback.tenancy import ROLE_RANK, TenantManager
+from piggyback.tenancy import TenantManager, forget_roles
 
 
 def upload_path(instance, filename):
@@ -39,14 +39,10 @@ class Project(models.Model):
         return self.name
 
     def role_for(self, user) -> str | None:
+        """The membership query (uncached); access checks go through ``piggyback.tenancy``."""
         if not user or not user.is_authenticated:
             return None
-        m = self.memberships.filter(user=user).only("role").first()
-        return m.role if m else None
-
-    def user_can(self, user, role: str) -> bool:
-        current = self.role_for(user)
-        return bool(current) and ROLE_RANK[current] >= ROLE_RANK[role]
+        return self.memberships.filter(user=user).order_by().values_list("role", flat=True).first()
 
 
 class Membership(models.Model):
@@ -239,3 +235,7 @@ class ResumableUpload(models.Model):
     @property
     def is_complete(self) -> bool:
         return self.offset == self.length
+
+
+models.signals.post_save.connect(forget_roles, sender=Membership, dispatch_uid="pb-forget-roles-save")
+models.signals.post_delete.connect(forget_roles, sender=Membership, dispatch_uid="pb-forget-roles-delete")

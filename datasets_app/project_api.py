@@ -1,7 +1,6 @@
 """/api/v1/projects/ — CRUD on projects and their members."""
 from __future__ import annotations
 
-from django.db import transaction
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
@@ -13,11 +12,13 @@ from audit.serializers import AuditEntrySerializer
 from datasets_app import project_services
 from datasets_app.models import Membership, Project
 from piggyback.api import TenantViewSetMixin
+from piggyback.tenancy import role_of
 
 
 class MembershipSerializer(serializers.ModelSerializer):
     username = serializers.CharField(source="user.username", read_only=True)
-    user = serializers.CharField(write_only=True, help_text="username or e-mail")
+    user = serializers.CharField(write_only=True, max_length=254, help_text="username or e-mail")
+    role = serializers.ChoiceField(choices=Membership.Role.choices, default=Membership.Role.VIEWER)
 
     class Meta:
         model = Membership
@@ -37,7 +38,7 @@ class ProjectSerializer(serializers.ModelSerializer):
 
     def get_my_role(self, obj) -> str | None:
         request = self.context.get("request")
-        return obj.role_for(request.user) if request else None
+        return role_of(request.user, obj) if request else None
 
 
 class ProjectViewSet(TenantViewSetMixin, viewsets.ModelViewSet):
@@ -73,11 +74,7 @@ class ProjectViewSet(TenantViewSetMixin, viewsets.ModelViewSet):
             return Response(MembershipSerializer(project.memberships.select_related("user"), many=True).data)
         ser = MembershipSerializer(data=request.data)
         ser.is_valid(raise_exception=True)
-        try:
-            with transaction.atomic():
-                m = project_services.add_member(project, ser.validated_data["user"], ser.validated_data["role"])
-        except project_services.MemberError as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+        m = project_services.add_member(project, ser.validated_data["user"], ser.validated_data["role"])
         return Response(MembershipSerializer(m).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(responses=AuditEntrySerializer(many=True), summary="The project's audit trail (owners)",

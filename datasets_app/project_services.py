@@ -6,10 +6,11 @@ from django.db import transaction
 from django.db.models import Q
 
 from datasets_app.models import Membership, Project
+from gpu_worker.errors import InvalidInput
 
 
-class MemberError(ValueError):
-    pass
+class MemberError(InvalidInput):
+    """A member cannot be added, changed or removed like this (400)."""
 
 
 @transaction.atomic

@@ -4,13 +4,13 @@ from __future__ import annotations
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from datasets_app import project_services
 from datasets_app.models import Membership, Project
 from piggyback.onboarding import first_steps
+from piggyback.tenancy import get_for_user, has_role, role_of
 
 
 class ProjectForm(forms.ModelForm):
@@ -25,14 +25,6 @@ class MemberForm(forms.Form):
     role = forms.ChoiceField(choices=Membership.Role.choices, initial=Membership.Role.VIEWER)
 
 
-def get_project(user, pk, role="viewer") -> Project:
-    """The one way a page gets a project: 404 outside the user's projects, 403 without the role."""
-    project = get_object_or_404(Project.objects.for_user(user), pk=pk)
-    if not project.user_can(user, role):
-        raise PermissionDenied(f"This needs the {role} role in “{project.name}”. Ask the project owner.")
-    return project
-
-
 @login_required
 def project_list(request):
     form = ProjectForm(request.POST or None)
@@ -43,15 +35,15 @@ def project_list(request):
     projects = (
         Project.objects.for_user(request.user).select_related("owner").order_by("-created_at")
     )
-    rows = [(p, p.role_for(request.user)) for p in projects]
+    rows = [(p, role_of(request.user, p)) for p in projects]
     return render(request, "piggyback/project_list.html", {"rows": rows, "form": form})
 
 
 @login_required
 def project_detail(request, pk):
-    project = get_project(request.user, pk)
-    role = project.role_for(request.user)
-    can_edit = project.user_can(request.user, "editor")
+    project = get_for_user(Project, request.user, pk=pk)
+    role = role_of(request.user, project)
+    can_edit = has_role(request.user, project, "editor")
     return render(
         request,
         "piggyback/project_detail.html",
@@ -70,7 +62,7 @@ def project_detail(request, pk):
 @login_required
 @require_POST
 def member_add(request, pk):
-    project = get_project(request.user, pk, "owner")
+    project = get_for_user(Project, request.user, "owner", pk=pk)
     form = MemberForm(request.POST)
     if form.is_valid():
         try:
@@ -86,7 +78,7 @@ def member_add(request, pk):
 @login_required
 @require_POST
 def member_remove(request, pk, membership_pk):
-    project = get_project(request.user, pk, "owner")
+    project = get_for_user(Project, request.user, "owner", pk=pk)
     membership = get_object_or_404(project.memberships, pk=membership_pk)
     try:
         project_services.remove_member(project, membership)
@@ -99,7 +91,7 @@ def member_remove(request, pk, membership_pk):
 @login_required
 @require_POST
 def project_delete(request, pk):
-    project = get_project(request.user, pk, "owner")
+    project = get_for_user(Project, request.user, "owner", pk=pk)
     name = project.name
     project_services.delete_project(project)
     messages.success(request, f"Project “{name}” and everything in it was deleted.")

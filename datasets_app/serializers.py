@@ -6,6 +6,7 @@ from rest_framework import serializers
 
 from datasets_app.charts import main_answer
 from datasets_app.models import Dataset, DatasetItem, DroppedRow
+from piggyback.filters import IdField
 
 
 class DatasetSerializer(serializers.ModelSerializer):
@@ -51,7 +52,7 @@ class DatasetSerializer(serializers.ModelSerializer):
 class DatasetCreateSerializer(serializers.Serializer):
     """Multipart upload: an images ZIP plus a questions file (and VQAv2 annotations when separate)."""
 
-    project = serializers.IntegerField(help_text="Project id (you need the editor role).")
+    project = IdField(help_text="Project id (you need the editor role).")
     name = serializers.CharField(max_length=120, required=False, allow_blank=True)
     images = serializers.FileField(required=False, allow_null=True,
                                    help_text="ZIP archive of the images (PNG, JPEG, ...).")

@@ -18,6 +18,7 @@ from django.db import transaction
 from django.db.models import ProtectedError, RestrictedError
 
 from datasets_app.models import Dataset, DatasetItem, Project, ResumableUpload, upload_path
+from gpu_worker.errors import Conflict, InvalidInput
 from piggyback import files, jobs
 from piggyback.jobs import RunStatus
 from piggyback.tenancy import require_role
@@ -37,16 +38,12 @@ _BINARY_HINTS = {
 SAMPLE_IMAGES = 200
 
 
-class UploadError(ValueError):
-    """A problem with an upload that the user can fix at once; ``field`` names the form field."""
-
-    def __init__(self, message: str, field: str | None = None):
-        super().__init__(message)
-        self.field = field
+class UploadError(InvalidInput):
+    """A problem with an upload that the user can fix at once (400); ``field`` names the form field."""
 
 
-class DatasetInUse(ValueError):
-    pass
+class DatasetInUse(Conflict):
+    """The dataset trained a model that still exists (409)."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -246,7 +243,8 @@ def retry_cleaning(dataset: Dataset) -> str:
 
     dataset.refresh_from_db()
     if dataset.status not in (RunStatus.FAILED, RunStatus.CANCELLED):
-        raise UploadError("Only a dataset whose cleaning failed or was cancelled can be cleaned again.")
+        raise Conflict("Only a dataset whose cleaning failed or was cancelled can be cleaned again; "
+                       f"this one is {dataset.status}.")
     job = version_dataset_job if dataset.parent_id is not None else clean_dataset_job  # a version merges again
     with transaction.atomic():
         return jobs.enqueue(dataset, job, queue="default")
@@ -382,7 +380,7 @@ def training_items(dataset: Dataset, *, labelled_only: bool = False) -> tuple[li
     ``item["image"]`` is relative to ``image_root``; ``item["id"]`` is the DatasetItem pk;
     ``answers`` is ``[]`` for unlabelled rows (pass ``labelled_only=True`` to skip them)."""
     if dataset.status != RunStatus.SUCCEEDED:
-        raise UploadError(f"The dataset “{dataset.name}” is not ready yet (its cleaning is {dataset.status}).")
+        raise Conflict(f"The dataset “{dataset.name}” is not ready yet (its cleaning is {dataset.status}).")
     qs = DatasetItem.objects.filter(dataset=dataset).order_by("row", "pk").values_list(
         "pk", "image", "question", "answers", "answer_type", "question_type", "row", "image_original_name")
     rows = [r for r in qs.iterator(chunk_size=5000) if r[3] or not labelled_only]

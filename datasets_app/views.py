@@ -4,32 +4,25 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_POST
 
 from audit import trail as audit
 from datasets_app import services, versions
 from datasets_app.forms import DatasetUploadForm
-from datasets_app.models import Dataset, DatasetItem
-from datasets_app.project_views import get_project
+from datasets_app.models import Dataset, DatasetItem, Project
+from gpu_worker.errors import AppError
+from piggyback.errors import add_to_form
 from piggyback.files import serve_file
-from piggyback.tenancy import has_role
+from piggyback.tenancy import get_for_user, role_of
 
 ITEMS_PER_PAGE = 24
 REPORT_ROWS_SHOWN = 100
 PENDING_SHOWN = 50
-
-
-def get_dataset(user, pk, role="viewer") -> Dataset:
-    """404 outside the user's projects, 403 without the role."""
-    dataset = get_object_or_404(Dataset.objects.for_user(user).select_related("project"), pk=pk)
-    if not has_role(user, dataset, role):
-        raise PermissionDenied(f"This needs the {role} role in “{dataset.project.name}”. Ask the project owner.")
-    return dataset
+DATASETS = Dataset.objects.select_related("project")
 
 
 def train_url(dataset: Dataset) -> str:
@@ -41,7 +34,7 @@ def train_url(dataset: Dataset) -> str:
 
 @login_required
 def upload(request, project_pk):
-    project = get_project(request.user, project_pk, "editor")
+    project = get_for_user(Project, request.user, "editor", pk=project_pk)
     form = DatasetUploadForm(request.POST or None, request.FILES or None)
     upload_error = ""
     if request.method == "POST":
@@ -53,9 +46,9 @@ def upload(request, project_pk):
                          for key in ("images", "questions", "annotations")}
                 dataset = services.create_dataset(request.user, project, d["name"], **files)
             except services.UploadError as exc:
-                upload_error = str(exc)
+                upload_error = str(exc)  # shown above the form; on the field too when the form has it
                 if exc.field in form.fields:
-                    form.add_error(exc.field, str(exc))
+                    add_to_form(form, exc)
             else:
                 messages.success(request, f"“{dataset.name}” was uploaded. PiggyBack is checking your files now.")
                 return redirect("datasets:detail", pk=dataset.pk)
@@ -72,7 +65,7 @@ def upload(request, project_pk):
 @login_required
 @require_POST
 def load_sample(request, project_pk):
-    project = get_project(request.user, project_pk, "editor")
+    project = get_for_user(Project, request.user, "editor", pk=project_pk)
     dataset = services.create_sample_dataset(request.user, project)
     messages.success(request, f"The easy-VQA sample ({services.SAMPLE_IMAGES} images) was added; it is being checked now.")
     return redirect("datasets:detail", pk=dataset.pk)
@@ -94,14 +87,14 @@ def _reasons(counts: dict, key: str) -> list[tuple[str, int]]:
 
 @login_required
 def detail(request, pk):
-    dataset = get_dataset(request.user, pk)
+    dataset = get_for_user(DATASETS, request.user, pk=pk)
     search = request.GET.get("q", "").strip()
     answer_type = request.GET.get("answer_type", "")
     items = services.search_items(dataset, search, answer_type)
     page = Paginator(items, ITEMS_PER_PAGE).get_page(request.GET.get("page"))
     counts = dataset.counts or {}
     dropped_total = dataset.dropped.count()
-    role = dataset.project.role_for(request.user)
+    role = role_of(request.user, dataset)
     return render(request, "datasets_app/detail.html", {
         "dataset": dataset,
         "project": dataset.project,
@@ -128,7 +121,7 @@ def detail(request, pk):
 @require_POST
 def new_version(request, pk):
     """Create version N+1 from the pending corrections (an immutable new dataset; its merge runs as a job)."""
-    dataset = get_dataset(request.user, pk, "editor")
+    dataset = get_for_user(DATASETS, request.user, "editor", pk=pk)
     try:
         version = versions.create_version(request.user, dataset)
     except versions.VersionError as exc:
@@ -141,7 +134,7 @@ def new_version(request, pk):
 
 @login_required
 def report_csv(request, pk):
-    dataset = get_dataset(request.user, pk)
+    dataset = get_for_user(DATASETS, request.user, pk=pk)
     audit.record(audit.A.DATASET_DOWNLOADED, project=dataset.project, target=dataset,
                  details={"file": "cleaning report CSV"})
     response = HttpResponse(services.report_csv(dataset), content_type="text/csv; charset=utf-8")
@@ -152,24 +145,24 @@ def report_csv(request, pk):
 
 @login_required
 def item_image(request, item_id):
-    item = get_object_or_404(DatasetItem.objects.for_user(request.user), pk=item_id)
+    item = get_for_user(DatasetItem, request.user, pk=item_id)
     return serve_file(item.image)
 
 
 @login_required
 def item_thumbnail(request, item_id):
-    item = get_object_or_404(DatasetItem.objects.for_user(request.user).select_related("dataset"), pk=item_id)
+    item = get_for_user(DatasetItem.objects.select_related("dataset"), request.user, pk=item_id)
     return serve_file(services.item_thumbnail(item))
 
 
 @login_required
 @require_POST
 def retry(request, pk):
-    dataset = get_dataset(request.user, pk, "editor")
+    dataset = get_for_user(DATASETS, request.user, "editor", pk=pk)
     try:
         services.retry_cleaning(dataset)
         messages.info(request, "The cleaning was queued again.")
-    except services.UploadError as exc:
+    except AppError as exc:
         messages.error(request, str(exc))
     return redirect("datasets:detail", pk=dataset.pk)
 
@@ -177,7 +170,7 @@ def retry(request, pk):
 @login_required
 @require_POST
 def cancel(request, pk):
-    dataset = get_dataset(request.user, pk, "editor")
+    dataset = get_for_user(DATASETS, request.user, "editor", pk=pk)
     if services.cancel_cleaning(dataset):
         messages.info(request, "The cleaning will stop at its next step.")
     return redirect("datasets:detail", pk=dataset.pk)
@@ -186,7 +179,7 @@ def cancel(request, pk):
 @login_required
 @require_POST
 def delete(request, pk):
-    dataset = get_dataset(request.user, pk, "owner")
+    dataset = get_for_user(DATASETS, request.user, "owner", pk=pk)
     project_pk, name = dataset.project_id, dataset.name
     try:
         services.delete_dataset(dataset)

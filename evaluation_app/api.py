@@ -2,8 +2,6 @@
 downloads, the user's question history, and permission-checked overlay / image files."""
 from __future__ import annotations
 
-from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db.models import Q
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -30,20 +28,17 @@ from evaluation_app.serializers import (
     PredictRequestSerializer,
     ReviewItemSerializer,
 )
-from gpu_worker import UserFacingError
-from piggyback.api import TenantViewSetMixin, require_project_role
+from gpu_worker.errors import Conflict
+from piggyback import filters
+from piggyback.api import TenantViewSetMixin
 from piggyback.files import serve_file
-
-
-def _message(exc: DjangoValidationError) -> str:
-    return " ".join(exc.messages)
+from piggyback.tenancy import get_for_user, require_role
 
 
 def filter_predictions(qs, params):
-    """``q`` searches question and answer; ``wrong=1`` keeps answers that scored below 1."""
-    q = (params.get("q") or "").strip()
-    if q:
-        qs = qs.filter(Q(question__icontains=q) | Q(answer__icontains=q))
+    """Pages: ``q`` searches question and answer; ``wrong=1`` keeps answers that scored below 1 (the API
+    validates the same parameters with ``piggyback.filters.PredictionFilter``)."""
+    qs = filters.search_predictions(qs, params.get("q") or "")
     if params.get("wrong") in ("1", "true", "yes", "on"):
         qs = qs.filter(vqa_score__lt=1)
     return qs
@@ -69,16 +64,10 @@ class _PredictBase(APIView):
     def _answer(self, request, project, target):
         data = PredictRequestSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        require_project_role(request.user, project, "editor")
-        try:
-            params = services.clamp_params(target, data.validated_data)
-            prediction = services.predict_uploaded(request.user, project, target, uploaded=data.validated_data["image"],
-                                                   question=data.validated_data["question"], params=params,
-                                                   role_checked=True)
-        except DjangoValidationError as exc:
-            raise ValidationError({"detail": _message(exc)})
-        except UserFacingError as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        require_role(request.user, project, "editor")
+        params = services.clamp_params(target, data.validated_data)
+        prediction = services.predict_uploaded(request.user, project, target, uploaded=data.validated_data["image"],
+                                               question=data.validated_data["question"], params=params)
         return Response(PredictionSerializer(prediction, context={"request": request}).data,
                         status=status.HTTP_201_CREATED)
 
@@ -97,7 +86,7 @@ class RunPredictView(_PredictBase):
     def post(self, request, pk):
         from training_app.models import TrainingRun
 
-        run = get_object_or_404(TrainingRun.objects.for_user(request.user).select_related("model", "project"), pk=pk)
+        run = get_for_user(TrainingRun.objects.select_related("model", "project"), request.user, pk=pk)
         return self._answer(request, run.project, run)
 
 
@@ -118,10 +107,10 @@ class ModelPredictView(_PredictBase):
         from training_app.models import PretrainedModel
 
         model = get_object_or_404(PretrainedModel.objects.filter(zero_shot=True, enabled=True), key=key)
-        project_id = request.query_params.get("project") or request.data.get("project")
-        if not str(project_id or "").isdigit():
-            raise ValidationError({"project": "Give ?project=<id>."})
-        project = get_object_or_404(Project.objects.for_user(request.user), pk=int(project_id))
+        project_id = filters.id_param(request.query_params.get("project") or request.data.get("project"))
+        if project_id is None:
+            raise ValidationError({"project": "Give ?project=<id> (the number of one of your projects)."})
+        project = get_for_user(Project, request.user, pk=project_id)
         return self._answer(request, project, model)
 
 
@@ -132,14 +121,13 @@ class EvaluationViewSet(TenantViewSetMixin, mixins.ListModelMixin, mixins.Retrie
 
     queryset = Evaluation.objects.all().order_by("-created_at")
     serializer_class = EvaluationSerializer
+    filterset_class = filters.ProjectFilter
     parser_classes = [MultiPartParser, FormParser, JSONParser]
     role_by_action = {"review": "viewer"}
     throttle_scopes = {"create": "job", "retry": "job"}  # piggyback/throttling.py
 
     def get_queryset(self):
-        qs = super().get_queryset().select_related("training_run", "model")
-        project = self.request.query_params.get("project")
-        return qs.filter(project_id=project) if str(project or "").isdigit() else qs
+        return super().get_queryset().select_related("training_run", "model")
 
     @extend_schema(request={"multipart/form-data": EvaluationCreateSerializer,
                             "application/json": EvaluationCreateSerializer},
@@ -152,40 +140,35 @@ class EvaluationViewSet(TenantViewSetMixin, mixins.ListModelMixin, mixins.Retrie
         data = EvaluationCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
-        project = get_object_or_404(Project.objects.for_user(request.user), pk=v["project"])
+        project = get_for_user(Project, request.user, pk=v["project"])
         if v.get("training_run"):
             target = TrainingRun.objects.filter(project=project, pk=v["training_run"]).select_related("model").first()
         else:
             target = PretrainedModel.objects.filter(key=v["model"], zero_shot=True, enabled=True).first()
         if target is None:
             raise NotFound("No such training run in this project, or no such zero-shot model.")
-        require_project_role(request.user, project, "editor")
+        require_role(request.user, project, "editor")
         params = {k: v[k] for k in ("top_k", "num_beams", "max_new_tokens") if k in v}
-        try:
-            if v.get("dataset") is not None:
-                dataset = _project_dataset(project, v["dataset"])
-                evaluation = services.create_dataset_evaluation(request.user, project, target, dataset, params=params,
-                                                                name=v.get("name", ""))
-            else:
-                evaluation = services.create_evaluation(
-                    request.user, project, target, images_file=v["images"], questions_file=v["questions"],
-                    params=params, name=v.get("name", ""))
-        except DjangoValidationError as exc:
-            raise ValidationError({"detail": _message(exc)})
-        except UserFacingError as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        if v.get("dataset") is not None:
+            dataset = _project_dataset(project, v["dataset"])
+            evaluation = services.create_dataset_evaluation(request.user, project, target, dataset, params=params,
+                                                            name=v.get("name", ""))
+        else:
+            evaluation = services.create_evaluation(
+                request.user, project, target, images_file=v["images"], questions_file=v["questions"],
+                params=params, name=v.get("name", ""))
         return Response(EvaluationSerializer(evaluation, context={"request": request}).data,
                         status=status.HTTP_201_CREATED)
 
     @extend_schema(
         parameters=[OpenApiParameter("q", str, description="Search question and answer"),
-                    OpenApiParameter("wrong", bool, description="Only answers that scored below 1")],
-        responses=PredictionSerializer(many=True), tags=["evaluation"])
+                    OpenApiParameter("wrong", bool, description="true: only answers that scored below 1")],
+        responses=PredictionSerializer(many=True), filters=False, tags=["evaluation"])
     @action(detail=True, methods=["get"])
     def predictions(self, request, pk=None):
         evaluation = self.get_object()
-        qs = filter_predictions(evaluation.predictions.select_related("training_run", "model").order_by("row", "pk"),
-                                request.query_params)
+        qs = filters.apply(filters.PredictionFilter, request,
+                           evaluation.predictions.select_related("training_run", "model").order_by("row", "pk"))
         page = self.paginate_queryset(qs)
         return self.get_paginated_response(PredictionSerializer(page, many=True, context={"request": request}).data)
 
@@ -221,10 +204,7 @@ class EvaluationViewSet(TenantViewSetMixin, mixins.ListModelMixin, mixins.Retrie
     def retry(self, request, pk=None):
         """Run a failed or cancelled evaluation again (its uploaded files are kept)."""
         evaluation = self.get_object()
-        try:
-            services.retry_evaluation(request.user, evaluation)
-        except DjangoValidationError as exc:
-            return Response({"detail": " ".join(exc.messages)}, status=status.HTTP_409_CONFLICT)
+        services.retry_evaluation(request.user, evaluation)
         evaluation.refresh_from_db()
         return Response(EvaluationSerializer(evaluation, context={"request": request}).data,
                         status=status.HTTP_202_ACCEPTED)
@@ -234,9 +214,9 @@ class _EvaluationFileView(APIView):
     filename = ""
 
     def get(self, request, pk):
-        evaluation = get_object_or_404(Evaluation.objects.for_user(request.user), pk=pk)
+        evaluation = get_for_user(Evaluation, request.user, pk=pk)
         if evaluation.status != "succeeded":
-            return Response({"detail": "This evaluation has not finished yet."}, status=status.HTTP_409_CONFLICT)
+            raise Conflict(f"This evaluation has not finished yet (it is {evaluation.status}).")
         stem, ext = self.filename.rsplit(".", 1)
         audit.record(audit.A.EVALUATION_DOWNLOADED, project=evaluation.project, target=evaluation,
                      details={"file": self.filename})
@@ -270,21 +250,17 @@ class PredictionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
     """Your question history (single and sample predictions), newest first."""
 
     serializer_class = PredictionSerializer
+    filterset_class = filters.HistoryFilter
     queryset = Prediction.objects.none()
 
     def get_queryset(self):
-        qs = (Prediction.objects.for_user(self.request.user).filter(user=self.request.user)
-              .exclude(kind=Prediction.Kind.BATCH).select_related("training_run", "model").order_by("-created_at", "-pk"))
-        params = self.request.query_params
-        for field in ("project", "training_run"):
-            if str(params.get(field) or "").isdigit():
-                qs = qs.filter(**{f"{field}_id": int(params[field])})
-        if params.get("model"):
-            qs = qs.filter(model__key=params["model"])
-        return filter_predictions(qs, params)
+        return (Prediction.objects.for_user(self.request.user).filter(user=self.request.user)
+                .exclude(kind=Prediction.Kind.BATCH).select_related("training_run", "model").order_by("-created_at", "-pk"))
 
-    @extend_schema(parameters=[OpenApiParameter("project", int), OpenApiParameter("training_run", int),
-                               OpenApiParameter("model", str), OpenApiParameter("q", str)], tags=["evaluation"])
+    def filter_queryset(self, queryset):
+        return super().filter_queryset(queryset) if self.action == "list" else queryset
+
+    @extend_schema(tags=["evaluation"])
     def list(self, request, *args, **kwargs):
         return super().list(request, *args, **kwargs)
 
@@ -297,7 +273,7 @@ class PredictionFileView(APIView):
     @extend_schema(operation_id="predictions_file", responses={(200, "image/png"): OpenApiTypes.BINARY},
                    tags=["evaluation"])
     def get(self, request, pk, which):
-        prediction = get_object_or_404(Prediction.objects.for_user(request.user), pk=pk)
+        prediction = get_for_user(Prediction, request.user, pk=pk)
         if not services.can_see_files(request.user, prediction):
             raise NotFound("No Prediction matches the given query.")
         if which not in ("image", "overlay", "heatmap"):
@@ -325,14 +301,14 @@ class CorrectPredictionView(APIView):
         from datasets_app.models import Dataset
         from datasets_app.versions import VersionError, record_correction
 
-        prediction = get_object_or_404(
-            Prediction.objects.for_user(request.user).select_related("project", "training_run__dataset"), pk=pk)
+        prediction = get_for_user(Prediction.objects.select_related("project", "training_run__dataset"), request.user,
+                                  pk=pk)
         if not services.can_see_files(request.user, prediction):
             raise NotFound("No Prediction matches the given query.")
         data = CorrectionRequestSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
-        require_project_role(request.user, prediction.project, "editor")
+        require_role(request.user, prediction.project, "editor")
         dataset = None
         if v.get("dataset") is not None:
             dataset = Dataset.objects.filter(project_id=prediction.project_id, pk=v["dataset"]).first()
@@ -365,7 +341,7 @@ class LeaderboardView(GenericAPIView):
         from datasets_app.models import Dataset
         from evaluation_app.leaderboard import leaderboard
 
-        project = get_object_or_404(Project.objects.for_user(request.user), pk=pk)
+        project = get_for_user(Project, request.user, pk=pk)
         raw = str(request.query_params.get("dataset") or "")
         if not raw.isdigit() or not 0 < int(raw) <= MAX_ID:
             raise ValidationError({"dataset": "Give ?dataset=<id> of a dataset of this project."})

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from gpu_worker import UserFacingError
+from gpu_worker.errors import AppError, Conflict, Unavailable
 from piggyback.files import local_dir
 
 _LOCK = threading.Lock()
@@ -47,13 +47,13 @@ def model_folder_for(run_or_model) -> str:
     if isinstance(run_or_model, TrainingRun):
         run = run_or_model
         if run.status != "succeeded" or not run.output_dir:
-            raise UserFacingError(f"“{run}” has no trained model yet (it is {run.get_status_display().lower()}).")
+            raise Conflict(f"“{run}” has no trained model yet (it is {run.get_status_display().lower()}).")
         prefix = run.output_dir.rstrip("/")
         if not prefix.endswith("/model"):
             prefix = f"{prefix}/model"
         folder = local_dir(prefix, max_age=300)  # a succeeded run's model files never change
         if not (folder / "config.json").is_file():
-            raise UserFacingError(f"The trained model of “{run}” is missing from storage; train it again.")
+            raise Unavailable(f"The trained model of “{run}” is missing from storage; train it again.")
         return str(folder)
     if isinstance(run_or_model, PretrainedModel):
         return run_or_model.source or ""
@@ -105,12 +105,12 @@ def use_model(folder: str, model_key: str | None = None):
             _limit_torch_threads()
             try:
                 entry.adapter = load_model(str(folder), model_key=model_key, device=getattr(settings, "EVAL_DEVICE", None))
-            except UserFacingError:
+            except AppError:
                 _forget(entry)
                 raise
             except Exception as exc:  # a broken folder: say so, and do not keep the empty entry
                 _forget(entry)
-                raise UserFacingError(f"The model could not be loaded ({type(exc).__name__}: {exc}).") from exc
+                raise Unavailable(f"The model could not be loaded ({type(exc).__name__}: {exc}).") from exc
         yield entry.adapter
 
 

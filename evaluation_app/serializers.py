@@ -4,6 +4,7 @@ from django.urls import reverse
 from rest_framework import serializers
 
 from evaluation_app.models import Evaluation, Prediction
+from piggyback.filters import IdField
 from piggyback.jobs import queue_position
 
 
@@ -75,14 +76,12 @@ MAX_ID = 2**31 - 1
 
 
 class EvaluationCreateSerializer(serializers.Serializer):
-    project = serializers.IntegerField(min_value=1, max_value=MAX_ID)
-    training_run = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID,
-                                            help_text="A succeeded training run of the project")
+    project = IdField()
+    training_run = IdField(required=False, help_text="A succeeded training run of the project")
     model = serializers.CharField(required=False, max_length=80,
                                   help_text="Key of a zero-shot model (instead of training_run)")
-    dataset = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID,
-                                       help_text="A ready dataset of the project to evaluate on (instead of images + "
-                                                 "questions)")
+    dataset = IdField(required=False, help_text="A ready dataset of the project to evaluate on (instead of images + "
+                                                "questions)")
     images = serializers.FileField(required=False, help_text="ZIP of images (with questions, instead of dataset)")
     questions = serializers.FileField(required=False,
                                       help_text="CSV like the training upload (image, question, optional answer)")

@@ -13,17 +13,17 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from django.conf import settings
-from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from PIL import Image, UnidentifiedImageError
 
 from evaluation_app import model_cache
 from evaluation_app.models import Evaluation, Prediction
-from gpu_worker import UserFacingError
+from gpu_worker.errors import Conflict, InvalidInput, Unavailable
 from gpu_worker.images import upright
 from piggyback.files import cache_path, local_copy, save_local, storage_path
+from piggyback.filters import id_param
 from piggyback.jobs import enqueue
-from piggyback.tenancy import has_role, role_of
+from piggyback.tenancy import require_role
 
 MAX_QUESTION_CHARS = 500
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
@@ -35,13 +35,6 @@ SAMPLE_IMAGES = 8
 
 
 # ------------------------------------------------------------------------------------------ rules
-def require_editor(user, project) -> None:
-    if not has_role(user, project, "editor"):
-        current = role_of(user, project) or "no"
-        raise PermissionDenied(f"You are a {current} member of “{project.name}”; asking the model needs the "
-                               "editor role. Ask the project owner.")
-
-
 def model_of(target):
     """The PretrainedModel behind a TrainingRun or a PretrainedModel."""
     from training_app.models import TrainingRun
@@ -59,14 +52,14 @@ def check_target(target) -> None:
 
     if isinstance(target, TrainingRun):
         if target.status != "succeeded":
-            raise UserFacingError(f"“{target}” has not finished training yet; you can ask it questions once it "
-                                  "has succeeded.")
+            raise Conflict(f"“{target}” has not finished training yet; you can ask it questions once it "
+                           "has succeeded.")
         return
     if not (target.zero_shot and target.enabled):
-        raise UserFacingError(f"{target.name} cannot answer questions without fine-tuning; train it first.")
+        raise Conflict(f"{target.name} cannot answer questions without fine-tuning; train it first.")
     if not zero_shot_available(target):
-        raise UserFacingError(f"The weights of {target.name} are not on this server "
-                              f"({target.availability_reason or 'not downloaded'}).")
+        raise Unavailable(f"The weights of {target.name} are not on this server "
+                          f"({target.availability_reason or 'not downloaded'}).")
 
 
 def zero_shot_available(model) -> bool:
@@ -84,7 +77,7 @@ def clamp_params(target, raw: dict) -> dict:
         try:
             return max(lo, min(hi, int(value)))
         except (TypeError, ValueError):
-            raise ValidationError({name: f"{name.replace('_', ' ')} must be a whole number."})
+            raise InvalidInput(f"{name.replace('_', ' ')} must be a whole number.", name)
 
     params = {"top_k": _int("top_k", TOP_K_LIMITS)}
     if is_generative(target):
@@ -97,11 +90,11 @@ def clamp_params(target, raw: dict) -> dict:
 def store_image(project, uploaded, original_name: str = "") -> tuple[str, str]:
     """Check an uploaded image with Pillow and store it as PNG under a server-made name.
 
-    Returns (storage name, original name). Raises ValidationError with a readable message."""
+    Returns (storage name, original name). Raises InvalidInput with a readable message."""
     name = original_name or getattr(uploaded, "name", "") or "image"
     size = getattr(uploaded, "size", None)
     if size is not None and size > MAX_IMAGE_BYTES:
-        raise ValidationError(f"“{name}” is {size / 1e6:.1f} MB; images up to {MAX_IMAGE_BYTES // 2**20} MB are accepted.")
+        raise InvalidInput(f"“{name}” is {size / 1e6:.1f} MB; images up to {MAX_IMAGE_BYTES // 2**20} MB are accepted.")
     try:
         uploaded.seek(0)
         with Image.open(uploaded) as probe:
@@ -112,9 +105,9 @@ def store_image(project, uploaded, original_name: str = "") -> tuple[str, str]:
             img.load()
             image = upright(img).convert("RGB")   # EXIF orientation applied once, at upload
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-        raise ValidationError(f"“{name}” is not an image Pillow can read. Upload a PNG or JPEG file.")
+        raise InvalidInput(f"“{name}” is not an image Pillow can read. Upload a PNG or JPEG file.")
     if fmt not in ALLOWED_FORMATS:
-        raise ValidationError(f"“{name}” is a {fmt} file; upload PNG, JPEG, WebP, GIF or BMP.")
+        raise InvalidInput(f"“{name}” is a {fmt} file; upload PNG, JPEG, WebP, GIF or BMP.")
     if max(image.size) > MAX_IMAGE_SIDE:
         image.thumbnail((MAX_IMAGE_SIDE, MAX_IMAGE_SIDE))
     return _save_png(project, image), name[:300]
@@ -248,23 +241,21 @@ def _render_lock(name: str):
 
 # ------------------------------------------------------------------------------------------ one question
 def predict_one(user, project, target, *, image_name: str, question: str, kind: str, params: dict,
-                image_original_name: str = "", expected_answers=None, checked: bool = False) -> Prediction:
+                image_original_name: str = "", expected_answers=None) -> Prediction:
     """Answer one question about a stored image with a (cached) model and keep it in the user's history.
-
-    ``checked=True``: the caller has just run ``require_editor`` and ``check_target`` (saves a role query)."""
+    Needs the editor role in ``project`` (one query per request: roles are cached on the user)."""
     from gpu_worker.metrics import vqa_score
     from gpu_worker.predict import predict_batch
     from gpu_worker.vqa_normalize import answer_type, question_type
     from training_app.models import TrainingRun
 
-    if not checked:
-        require_editor(user, project)
-        check_target(target)
+    require_role(user, project, "editor")
+    check_target(target)
     question = " ".join((question or "").split())
     if not question:
-        raise ValidationError("Type a question about the image.")
+        raise InvalidInput("Type a question about the image.")
     if len(question) > MAX_QUESTION_CHARS:
-        raise ValidationError(f"Questions are limited to {MAX_QUESTION_CHARS} characters.")
+        raise InvalidInput(f"Questions are limited to {MAX_QUESTION_CHARS} characters.")
     expected = list(expected_answers or [])
     local = local_copy(image_name)
     item = {"id": 0, "image": local.name, "question": question, "answers": expected,
@@ -293,15 +284,12 @@ def predict_one(user, project, target, *, image_name: str, question: str, kind: 
     )
 
 
-def predict_uploaded(user, project, target, *, uploaded, question: str, params: dict,
-                     role_checked: bool = False) -> Prediction:
-    """``role_checked=True``: the caller (the API view) has already required the editor role."""
-    if not role_checked:
-        require_editor(user, project)
+def predict_uploaded(user, project, target, *, uploaded, question: str, params: dict) -> Prediction:
+    require_role(user, project, "editor")
     check_target(target)
     name, original = store_image(project, uploaded)
     return predict_one(user, project, target, image_name=name, question=question, kind=Prediction.Kind.SINGLE,
-                       params=params, image_original_name=original, checked=True)
+                       params=params, image_original_name=original)
 
 
 # ------------------------------------------------------------------------------------------ samples
@@ -389,13 +377,13 @@ def sample_source(user, key: str) -> tuple[Path, list, str]:
     from datasets_app.models import DatasetItem
     from gpu_worker.easyvqa import image_root
 
-    if key.startswith("d") and key[1:].isdigit():
-        item = DatasetItem.objects.for_user(user).filter(pk=int(key[1:])).first()
+    if key.startswith("d") and id_param(key[1:]):
+        item = DatasetItem.objects.for_user(user).filter(pk=id_param(key[1:])).first()
         if item is None:
             raise LookupError(key)
         answers = {q.question: q.answers for q in DatasetItem.objects.filter(dataset_id=item.dataset_id, image=item.image)}
         return local_copy(item.image), answers, item.image_original_name or Path(item.image).name
-    if key.startswith("e") and key[1:].isdigit():
+    if key.startswith("e") and key[1:].isascii() and key[1:].isdigit() and len(key) < 12:
         path = Path(image_root("test")) / f"{int(key[1:])}.png"
         if not path.is_file():
             raise LookupError(key)
@@ -405,18 +393,17 @@ def sample_source(user, key: str) -> tuple[Path, list, str]:
 
 
 def predict_sample(user, project, target, *, sample_key: str, question: str, params: dict) -> Prediction:
-    require_editor(user, project)
+    require_role(user, project, "editor")
     check_target(target)
     try:
         path, answers, label = sample_source(user, sample_key)
     except LookupError:
-        raise ValidationError("Pick one of the sample images.")
+        raise InvalidInput("Pick one of the sample images.")
     with Image.open(path) as img:
         name = _save_png(project, img.convert("RGB"))
     question = " ".join((question or "").split())
     return predict_one(user, project, target, image_name=name, question=question, kind=Prediction.Kind.SAMPLE,
-                       params=params, image_original_name=label, expected_answers=answers.get(question, []),
-                       checked=True)
+                       params=params, image_original_name=label, expected_answers=answers.get(question, []))
 
 
 # ------------------------------------------------------------------------------------------ batch
@@ -426,13 +413,13 @@ def create_evaluation(user, project, target, *, images_file, questions_file, par
     from evaluation_app.jobs import batch_eval_job
     from training_app.models import TrainingRun
 
-    require_editor(user, project)
+    require_role(user, project, "editor")
     check_target(target)
     for f, what in ((images_file, "images ZIP"), (questions_file, "questions file")):
         if f is None:
-            raise ValidationError(f"Choose the {what}.")
+            raise InvalidInput(f"Choose the {what}.")
         if f.size > settings.UPLOAD_MAX_BYTES:
-            raise ValidationError(f"The {what} is larger than {settings.UPLOAD_MAX_BYTES / 2**30:.1f} GB.")
+            raise InvalidInput(f"The {what} is larger than {settings.UPLOAD_MAX_BYTES / 2**30:.1f} GB.")
     is_run = isinstance(target, TrainingRun)
     with transaction.atomic():
         evaluation = Evaluation(
@@ -457,13 +444,13 @@ def create_dataset_evaluation(user, project, target, dataset, *, params: dict | 
     from evaluation_app.jobs import batch_eval_job
     from training_app.models import TrainingRun
 
-    require_editor(user, project)
+    require_role(user, project, "editor")
     check_target(target)
     if dataset.project_id != project.pk:
-        raise ValidationError(f"Dataset {dataset.pk} is not a dataset of the project “{project.name}”.")
+        raise InvalidInput(f"Dataset {dataset.pk} is not a dataset of the project “{project.name}”.")
     if dataset.status != "succeeded":
-        raise ValidationError(f"The dataset “{dataset}” is not ready (its cleaning is {dataset.status}); "
-                              "evaluate on a ready dataset.")
+        raise Conflict(f"The dataset “{dataset}” is not ready (its cleaning is {dataset.status}); "
+                       "evaluate on a ready dataset.", "dataset")
     is_run = isinstance(target, TrainingRun)
     with transaction.atomic():
         evaluation = Evaluation.objects.create(
@@ -482,10 +469,10 @@ def retry_evaluation(user, evaluation: Evaluation) -> str:
     """
     from evaluation_app.jobs import batch_eval_job
 
-    require_editor(user, evaluation.project)
+    require_role(user, evaluation, "editor")
     evaluation.refresh_from_db()
     if evaluation.status not in ("failed", "cancelled"):
-        raise ValidationError("Only a failed or cancelled evaluation can be retried.")
+        raise Conflict(f"Only a failed or cancelled evaluation can be retried; this one is {evaluation.status}.")
     check_target(evaluation.training_run or evaluation.model)
     return enqueue(evaluation, batch_eval_job)
 

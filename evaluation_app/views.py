@@ -6,7 +6,6 @@ import tempfile
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404, redirect, render
@@ -15,14 +14,15 @@ from django.views.decorators.http import require_GET, require_POST
 
 from audit import trail as audit
 from datasets_app.models import Project
-from datasets_app.project_views import get_project
 from evaluation_app import exports, services
 from evaluation_app.api import filter_predictions
 from evaluation_app.forms import BatchForm, DatasetEvalForm, ReviewForm, SampleForm, SingleForm
 from evaluation_app.models import Evaluation, Prediction
-from gpu_worker import UserFacingError
+from gpu_worker.errors import AppError
+from piggyback import filters
+from piggyback.errors import add_to_form
 from piggyback.jobs import queue_position, queue_text
-from piggyback.tenancy import has_role
+from piggyback.tenancy import get_for_user, has_role, require_role
 
 HISTORY_ZIP_LIMIT = 2000
 
@@ -30,7 +30,7 @@ HISTORY_ZIP_LIMIT = 2000
 def _workspace(request, project, target, *, base_url: str, title: str):
     """GET shows the three modes; POST answers (sample / single) or starts a batch evaluation."""
     is_run = not hasattr(target, "zero_shot")
-    can_edit = project.user_can(request.user, "editor")
+    can_edit = has_role(request.user, project, "editor")
     mode = request.POST.get("mode") if request.method == "POST" else request.GET.get("tab", "sample")
     ready_datasets = list(project.datasets.filter(status="succeeded").order_by("name", "version"))
     forms = {"sample": SampleForm(prefix="s"), "single": SingleForm(prefix="q"), "batch": BatchForm(prefix="b"),
@@ -39,13 +39,13 @@ def _workspace(request, project, target, *, base_url: str, title: str):
     ready = True
     try:
         services.check_target(target)
-    except UserFacingError as exc:
+    except AppError as exc:
         ready = False
         if request.method == "GET":
             messages.warning(request, str(exc))
     if request.method == "POST" and mode in forms:
         if not can_edit:
-            services.require_editor(request.user, project)  # 403 with a clear message
+            require_role(request.user, project, "editor")  # 403 with the role's message
         cls = type(forms[mode])
         extra = {"datasets": ready_datasets} if mode == "dataset" else {}
         form = forms[mode] = cls(request.POST, request.FILES, prefix=forms[mode].prefix, **extra)
@@ -74,14 +74,13 @@ def _workspace(request, project, target, *, base_url: str, title: str):
                                                            question=form.cleaned_data["question"])
                 extra = f"&sample={form.cleaned_data['sample']}" if mode == "sample" else ""
                 return redirect(f"{base_url}{'&' if '?' in base_url else '?'}tab={mode}&prediction={prediction.pk}{extra}")
-            except ValidationError as exc:
-                form.add_error(None, " ".join(exc.messages))
-            except UserFacingError as exc:
-                form.add_error(None, str(exc))
+            except AppError as exc:
+                add_to_form(form, exc)
         status_code = 400
     shown = None
-    if str(request.GET.get("prediction", "")).isdigit():
-        shown = Prediction.objects.for_user(request.user).filter(pk=int(request.GET["prediction"]), user=request.user).first()
+    if filters.id_param(request.GET.get("prediction")):
+        shown = (Prediction.objects.for_user(request.user)
+                 .filter(pk=filters.id_param(request.GET["prediction"]), user=request.user).first())
         if shown:
             shown.region_words = services.describe_regions(shown)
     history = Prediction.objects.filter(project=project, user=request.user).exclude(kind=Prediction.Kind.BATCH)
@@ -108,7 +107,7 @@ def _workspace(request, project, target, *, base_url: str, title: str):
 def run_page(request, run_pk):
     from training_app.models import TrainingRun
 
-    run = get_object_or_404(TrainingRun.objects.for_user(request.user).select_related("project", "model"), pk=run_pk)
+    run = get_for_user(TrainingRun.objects.select_related("project", "model"), request.user, pk=run_pk)
     return _workspace(request, run.project, run, base_url=reverse("evaluation:run", args=[run.pk]),
                       title=f"Ask “{run}” ({run.model.name})")
 
@@ -119,18 +118,17 @@ def model_page(request, model_pk):
 
     model = get_object_or_404(PretrainedModel.objects.filter(zero_shot=True), pk=model_pk)
     project_id = request.GET.get("project") or request.POST.get("project")
-    if not str(project_id or "").isdigit():
+    if filters.id_param(project_id) is None:
         projects = Project.objects.for_user(request.user).order_by("name")
         return render(request, "evaluation_app/choose_project.html", {"model": model, "projects": projects})
-    project = get_project(request.user, int(project_id))
+    project = get_for_user(Project, request.user, pk=filters.id_param(project_id))
     base = f"{reverse('evaluation:model', args=[model.pk])}?project={project.pk}"
     return _workspace(request, project, model, base_url=base, title=f"Ask {model.name} (no fine-tuning)")
 
 
 @login_required
 def evaluation_page(request, pk):
-    evaluation = get_object_or_404(
-        Evaluation.objects.for_user(request.user).select_related("project", "training_run", "model"), pk=pk)
+    evaluation = get_for_user(Evaluation.objects.select_related("project", "training_run", "model"), request.user, pk=pk)
     qs = filter_predictions(evaluation.predictions.order_by("row", "pk"), request.GET)
     page = Paginator(qs, 50).get_page(request.GET.get("page"))
     services.attach_region_text(page.object_list)
@@ -169,8 +167,8 @@ def review_page(request, pk):
     from datasets_app.models import Dataset
     from datasets_app.versions import VersionError, pending_corrections, record_correction
 
-    evaluation = get_object_or_404(
-        Evaluation.objects.for_user(request.user).select_related("project", "training_run", "model", "dataset"), pk=pk)
+    evaluation = get_for_user(Evaluation.objects.select_related("project", "training_run", "model", "dataset"),
+                              request.user, pk=pk)
     datasets, default = _correction_datasets(evaluation)
     can_edit = has_role(request.user, evaluation.project, "editor")
     chosen = request.POST.get("dataset") or request.GET.get("dataset") or default
@@ -178,7 +176,7 @@ def review_page(request, pk):
     form = ReviewForm(request.POST or None, datasets=datasets, initial={"dataset": chosen})
     status_code = 200
     if request.method == "POST":
-        services.require_editor(request.user, evaluation.project)
+        require_role(request.user, evaluation.project, "editor")
         if form.is_valid():
             prediction = evaluation.predictions.filter(pk=form.cleaned_data["prediction"]).first()
             action = form.cleaned_data["action"] or ("correct" if form.cleaned_data["answer"].strip() else "accept")
@@ -223,7 +221,7 @@ def leaderboard_page(request, project_pk):
     """Every run and zero-shot model evaluated on one dataset, side by side; sortable, best first, with a chart."""
     from evaluation_app.leaderboard import COLUMNS, evaluated_datasets, leaderboard
 
-    project = get_project(request.user, project_pk)
+    project = get_for_user(Project, request.user, pk=project_pk)
     choices = list(evaluated_datasets(project))
     raw = request.GET.get("dataset")
     dataset = next((d for d in choices if str(d.pk) == str(raw)), None) if raw else (choices[0] if choices else None)
@@ -249,8 +247,7 @@ def leaderboard_page(request, project_pk):
 def evaluation_cancel(request, pk):
     from piggyback.jobs import cancel
 
-    evaluation = get_object_or_404(Evaluation.objects.for_user(request.user).select_related("project"), pk=pk)
-    services.require_editor(request.user, evaluation.project)
+    evaluation = get_for_user(Evaluation.objects.select_related("project"), request.user, "editor", pk=pk)
     if cancel(evaluation):
         messages.info(request, "The evaluation will stop after its current step.")
     return redirect("evaluation:evaluation", pk=evaluation.pk)
@@ -259,11 +256,11 @@ def evaluation_cancel(request, pk):
 @login_required
 @require_POST
 def evaluation_retry(request, pk):
-    evaluation = get_object_or_404(Evaluation.objects.for_user(request.user).select_related("project"), pk=pk)
+    evaluation = get_for_user(Evaluation.objects.select_related("project"), request.user, "editor", pk=pk)
     try:
         services.retry_evaluation(request.user, evaluation)
         messages.success(request, "The evaluation was queued again with the files you uploaded.")
-    except ValidationError as exc:
+    except AppError as exc:
         messages.error(request, " ".join(exc.messages))
     return redirect("evaluation:evaluation", pk=evaluation.pk)
 
@@ -272,8 +269,8 @@ def _history_qs(request):
     qs = (Prediction.objects.for_user(request.user).filter(user=request.user).exclude(kind=Prediction.Kind.BATCH)
           .select_related("project", "training_run", "model").order_by("-created_at", "-pk"))
     project = request.GET.get("project")
-    if str(project or "").isdigit():
-        qs = qs.filter(project_id=int(project))
+    if filters.id_param(project):
+        qs = qs.filter(project_id=filters.id_param(project))
     return filter_predictions(qs, request.GET)
 
 
@@ -322,6 +319,6 @@ def zero_shot_list(request):
     from training_app.models import PretrainedModel
 
     project_id = request.GET.get("project", "")
-    project = get_project(request.user, int(project_id)) if str(project_id).isdigit() else None
+    project = get_for_user(Project, request.user, pk=filters.id_param(project_id)) if filters.id_param(project_id) else None
     models = [(m, services.zero_shot_available(m)) for m in PretrainedModel.objects.filter(zero_shot=True, enabled=True)]
     return render(request, "evaluation_app/zero_shot.html", {"models": models, "project": project})

@@ -15,14 +15,15 @@ Items (one question each) are plain dicts::
      "answer_type": "yes/no" | "number" | "other" | "",
      "question_type": "what color is the"}               # first words of the question
 """
+from gpu_worker.errors import AppError
 
 
 class Cancelled(Exception):
     """Raised when ``should_cancel()`` asked a long job to stop."""
 
 
-class UserFacingError(Exception):
-    """An error whose message is written for the end user (which row, which file, what to do)."""
+# The name the ML code has always raised: the one application error (message, field, HTTP status 400 by default).
+UserFacingError = AppError
 
 
 def _noop_report(progress, stage, metrics=None):

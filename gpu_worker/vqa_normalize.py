@@ -162,12 +162,16 @@ _QT_WORDS = sorted({tuple(t.split()) for t in QUESTION_TYPES}, key=len, reverse=
 _WORD_RE = re.compile(r"[a-z0-9']+")
 
 
+QUESTION_TYPE_MAX_CHARS = 60  # the stored column's size (DatasetItem / Prediction.question_type)
+
+
 def question_type(question: str) -> str:
-    """VQA-style question type: the longest known prefix (whole words), else the first 3 words."""
+    """VQA-style question type: the longest known prefix (whole words), else the first 3 words (at most
+    ``QUESTION_TYPE_MAX_CHARS`` characters: a 500-character "word" must not overflow the column)."""
     words = _WORD_RE.findall(str(question).lower())
     if not words:
         return ""
     for qt in _QT_WORDS:
         if tuple(words[: len(qt)]) == qt:
             return " ".join(qt)
-    return " ".join(words[:3])
+    return " ".join(words[:3])[:QUESTION_TYPE_MAX_CHARS].rstrip()

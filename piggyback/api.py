@@ -2,20 +2,16 @@
 from __future__ import annotations
 
 from rest_framework import permissions
-from rest_framework.exceptions import PermissionDenied
 
-from piggyback.tenancy import has_role, role_of
+from piggyback.tenancy import require_role
 
 
 class TenantAccess(permissions.BasePermission):
     """Object-level role check; the queryset (``for_user``) already hides other tenants (404)."""
 
     def has_object_permission(self, request, view, obj):
-        role = view.required_role(request)
-        if has_role(request.user, obj, role):
-            return True
-        current = role_of(request.user, obj) or "no"
-        raise PermissionDenied(f"You are a {current} member of this project; this needs the {role} role.")
+        require_role(request.user, obj, view.required_role(request))
+        return True
 
 
 class TenantViewSetMixin:
@@ -23,6 +19,12 @@ class TenantViewSetMixin:
 
     permission_classes = [permissions.IsAuthenticated, TenantAccess]
     role_by_action: dict[str, str] = {}
+
+    def filter_queryset(self, queryset):
+        """Query-parameter filters (``filterset_class``, validated: 400 when invalid) apply to lists only."""
+        if getattr(self, "action", None) != "list":
+            return queryset
+        return super().filter_queryset(queryset)
 
     def get_queryset(self):
         return self.queryset.model.objects.for_user(self.request.user).order_by(*self.queryset.query.order_by or ["-pk"])
@@ -37,8 +39,3 @@ class TenantViewSetMixin:
             return "owner"
         return "editor"
 
-
-def require_project_role(user, project, role: str):
-    if not has_role(user, project, role):
-        current = role_of(user, project) or "no"
-        raise PermissionDenied(f"You are a {current} member of this project; this needs the {role} role.")

@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 from django.http import HttpResponse
-from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
@@ -13,8 +12,9 @@ from rest_framework.response import Response
 
 from audit import trail as audit
 from datasets_app.models import Dataset
-from piggyback import files
+from piggyback import files, filters
 from piggyback.api import TenantViewSetMixin
+from piggyback.tenancy import get_for_user
 from training_app import services
 from training_app.models import PretrainedModel, TrainingRun
 from training_app.serializers import (
@@ -40,28 +40,20 @@ class PretrainedModelViewSet(viewsets.ReadOnlyModelViewSet):
     pagination_class = None
 
 
-def _error(exc: services.TrainingError) -> Response:
-    return Response({"detail": str(exc), "errors": exc.errors}, status=status.HTTP_400_BAD_REQUEST)
-
-
 @extend_schema_view(
-    list=extend_schema(summary="Training runs in your projects",
-                       parameters=[OpenApiParameter("project", OpenApiTypes.INT, description="Only this project")]),
+    list=extend_schema(summary="Training runs in your projects"),
     retrieve=extend_schema(summary="Status, progress, stage, live metrics (loss curve, validation accuracy), error"),
 )
 class TrainingRunViewSet(TenantViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin,
                          viewsets.GenericViewSet):
     queryset = TrainingRun.objects.all().order_by("-created_at")
     serializer_class = TrainingRunSerializer
+    filterset_class = filters.ProjectFilter
     role_by_action = {"export": "viewer", "model_card": "viewer", "retrain": "editor"}
     throttle_scopes = {"create": "job", "resume": "job", "rerun": "job", "retrain": "job"}  # piggyback/throttling.py
 
     def get_queryset(self):
-        qs = TrainingRun.objects.for_user(self.request.user).select_related("model", "dataset").order_by("-created_at")
-        project = self.request.query_params.get("project")
-        if project is not None and self.action == "list":
-            qs = qs.filter(project_id=project) if project.isdigit() else qs.none()
-        return qs
+        return TrainingRun.objects.for_user(self.request.user).select_related("model", "dataset").order_by("-created_at")
 
     def get_serializer_class(self):
         return TrainingRunDetailSerializer if self.action == "retrieve" else TrainingRunSerializer
@@ -76,23 +68,16 @@ class TrainingRunViewSet(TenantViewSetMixin, mixins.ListModelMixin, mixins.Retri
         ser = TrainingRunStartSerializer(data=request.data)
         ser.is_valid(raise_exception=True)
         data = ser.validated_data
-        dataset = get_object_or_404(Dataset.objects.for_user(request.user), pk=data["dataset"])
+        dataset = get_for_user(Dataset, request.user, "editor", pk=data["dataset"])
         params = dict(data.get("params") or {})
         params.update({k: v for k, v in request.data.items() if k not in RESERVED})
-        try:
-            run = services.start_run(request.user, dataset, data["model"], params=params or None,
-                                     preset=data.get("preset") or None, name=data.get("name", ""))
-        except services.TrainingError as exc:
-            return _error(exc)
+        run = services.start_run(request.user, dataset, data["model"], params=params or None,
+                                 preset=data.get("preset") or None, name=data.get("name", ""))
         run.refresh_from_db()
         return Response(TrainingRunSerializer(run, context={"request": request}).data, status=status.HTTP_202_ACCEPTED)
 
     def _act(self, request, fn, code=status.HTTP_200_OK):
-        run = self.get_object()
-        try:
-            out = fn(request.user, run)
-        except services.TrainingError as exc:
-            return Response({"detail": str(exc), "errors": exc.errors}, status=status.HTTP_409_CONFLICT)
+        out = fn(request.user, self.get_object())
         out.refresh_from_db()
         return Response(TrainingRunSerializer(out, context={"request": request}).data, status=code)
 
@@ -112,13 +97,7 @@ class TrainingRunViewSet(TenantViewSetMixin, mixins.ListModelMixin, mixins.Retri
                    request=None, responses={202: TrainingRunSerializer, 400: OpenApiResponse(description="cannot start")})
     @action(detail=True, methods=["post"])
     def rerun(self, request, pk=None):
-        run = self.get_object()
-        try:
-            new = services.rerun(request.user, run)
-        except services.TrainingError as exc:
-            return _error(exc)
-        new.refresh_from_db()
-        return Response(TrainingRunSerializer(new, context={"request": request}).data, status=status.HTTP_202_ACCEPTED)
+        return self._act(request, services.rerun, status.HTTP_202_ACCEPTED)
 
     @extend_schema(summary="Download the fine-tuned model (from_pretrained folder) + metrics.json + train.log as a ZIP",
                    responses={(200, "application/zip"): OpenApiTypes.BINARY,
@@ -127,12 +106,7 @@ class TrainingRunViewSet(TenantViewSetMixin, mixins.ListModelMixin, mixins.Retri
     @action(detail=True, methods=["get"])
     def export(self, request, pk=None):
         run = self.get_object()
-        try:
-            name = services.export_zip(run)
-        except services.StorageFull as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_507_INSUFFICIENT_STORAGE)
-        except services.TrainingError as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        name = services.export_zip(run)
         audit.record(audit.A.MODEL_EXPORTED, project=run.project, target=run, details={"model": run.model.key})
         return files.serve_file(name, download_name=f"piggyback-run-{run.pk}-{run.model.key}.zip", as_attachment=True)
 
@@ -153,10 +127,7 @@ class TrainingRunViewSet(TenantViewSetMixin, mixins.ListModelMixin, mixins.Retri
             if dataset is None:
                 raise ValidationError({"dataset": f"Dataset {ser.validated_data['dataset']} is not a dataset of this "
                                                   "run's project."})
-        try:
-            new = services.retrain(request.user, run, dataset)
-        except services.TrainingError as exc:
-            raise ValidationError({"detail": str(exc), "errors": exc.errors})
+        new = services.retrain(request.user, run, dataset)  # TrainingError: 400 through the exception handler
         new.refresh_from_db()
         return Response(TrainingRunSerializer(new, context={"request": request}).data, status=status.HTTP_202_ACCEPTED)
 

@@ -131,10 +131,7 @@ def train_job(run: TrainingRun, reporter, resume: bool = False):
         label = f"CPU ({torch.get_num_threads()} threads)"
     run._update(device=label[:60], output_dir=prefix)
     reporter(0.0, "Reading the dataset", force=True)
-    try:
-        items, image_root = training_items(run.dataset, labelled_only=True)
-    except ValueError as exc:  # the datasets app's readable errors (e.g. the dataset is not ready)
-        raise UserFacingError(str(exc)) from exc
+    items, image_root = training_items(run.dataset, labelled_only=True)  # AppError: recorded for the user
     if len(items) < 2:
         raise UserFacingError(f"The dataset “{run.dataset.name}” has no questions with answers any more, so there "
                               "is nothing to learn from. Choose a dataset with an answer column.")

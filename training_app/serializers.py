@@ -3,24 +3,32 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from piggyback.filters import IdField
 from piggyback.jobs import queue_position
 from training_app.models import PretrainedModel, TrainingRun
 
 
 class PretrainedModelSerializer(serializers.ModelSerializer):
+    default = serializers.SerializerMethodField(help_text="The model a run uses when none is chosen.")
+
     class Meta:
         model = PretrainedModel
         fields = ["key", "name", "family", "task", "description", "available", "availability_reason", "enabled",
-                  "zero_shot", "needs_features", "can_explain", "finetune_gpu_memory_gb", "default_params"]
+                  "zero_shot", "needs_features", "can_explain", "finetune_gpu_memory_gb", "default_params", "default"]
         read_only_fields = fields
+
+    def get_default(self, obj) -> bool:
+        from gpu_worker.models.registry import DEFAULT_MODEL_KEY
+
+        return obj.key == DEFAULT_MODEL_KEY
 
 
 class TrainingRunStartSerializer(serializers.Serializer):
     """POST body: ``dataset`` id, ``model`` key, optional ``preset``, ``params`` and/or flat hyper-parameters
     (``epochs``, ``learning_rate``, ``batch_size``, ...: any key besides these four is a hyper-parameter)."""
 
-    dataset = serializers.IntegerField()
-    model = serializers.CharField(help_text="Model key from /api/v1/models/, e.g. baseline-rnn")
+    dataset = IdField()
+    model = serializers.CharField(max_length=100, help_text="Model key from /api/v1/models/, e.g. baseline-rnn")
     preset = serializers.ChoiceField(choices=["quick", "balanced", "thorough"], required=False, allow_blank=True)
     params = serializers.DictField(required=False, help_text="Hyper-parameters, e.g. {\"epochs\": 3}")
     name = serializers.CharField(required=False, allow_blank=True, max_length=120)

@@ -14,6 +14,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import transaction
 
+from gpu_worker.errors import Conflict, InvalidInput, StorageFull, Unavailable
 from piggyback import files
 from piggyback import jobs as pjobs
 from piggyback.jobs import RunStatus
@@ -51,16 +52,16 @@ PARAM_LABELS = {
 PRESET_LABELS = {"quick": "Quick", "balanced": "Balanced", "thorough": "Thorough"}
 
 
-class TrainingError(ValueError):
-    """A request the user can fix; ``errors`` maps a field ("model", "dataset", "epochs", ...) to a message."""
+class TrainingError(InvalidInput):
+    """A start request the user can fix (400); ``errors`` maps a field ("model", "dataset", "epochs", ...) to a
+    message."""
 
-    def __init__(self, message: str, errors: dict | None = None):
-        super().__init__(message)
-        self.errors = errors or {}
+    def __init__(self, message: str, errors: dict | None = None, **kwargs):
+        super().__init__(message, errors=errors, **kwargs)
 
 
-class StorageFull(TrainingError):
-    """The disk (or quota) ran out while writing a file; nothing already stored was touched."""
+class RunStateError(Conflict):
+    """The run is not in a state that allows this (409): cancel a finished run, export an unfinished one..."""
 
 
 NO_SPACE_ERRNOS = {28, 27, 122}  # ENOSPC, EFBIG (file-size quota), EDQUOT
@@ -251,7 +252,7 @@ def start_run(user, dataset, model, params: dict | None = None, preset: str | No
 def cancel_run(user, run: TrainingRun) -> TrainingRun:
     require_role(user, run, "editor")
     if not pjobs.cancel(run):
-        raise TrainingError(f"This run has already {run.status}; there is nothing to cancel.")
+        raise RunStateError(f"This run has already {run.status}; there is nothing to cancel.")
     run.refresh_from_db()
     return run
 
@@ -261,16 +262,16 @@ def resume_run(user, run: TrainingRun) -> TrainingRun:
     require_role(user, run, "editor")
     run.refresh_from_db()
     if run.status not in (RunStatus.FAILED, RunStatus.CANCELLED):
-        raise TrainingError(f"Only a failed or cancelled run can be resumed; this one is {run.status}.")
+        raise RunStateError(f"Only a failed or cancelled run can be resumed; this one is {run.status}.")
     problem = dataset_problem(run.dataset)
     if problem:
-        raise TrainingError(problem, {"dataset": problem})
+        raise RunStateError(problem, "dataset")
     if not (run.model.enabled and run.model.available):
-        raise TrainingError(f"{run.model.name} is not available any more; it cannot be resumed.")
+        raise Unavailable(f"{run.model.name} is not available any more; it cannot be resumed.")
     with transaction.atomic():
         locked = TrainingRun.objects.select_for_update().get(pk=run.pk)
         if locked.status not in (RunStatus.FAILED, RunStatus.CANCELLED):
-            raise TrainingError("This run was resumed already.")
+            raise RunStateError("This run was resumed already.")
         run._update(vqa_accuracy=None)
         _enqueue(run, resume=True)
     run.refresh_from_db()
@@ -334,7 +335,7 @@ def export_zip(run: TrainingRun) -> str:
     from django.core.files.storage import default_storage
 
     if run.status != RunStatus.SUCCEEDED:
-        raise TrainingError("Only a finished (succeeded) run can be exported.")
+        raise RunStateError(f"Only a finished (succeeded) run can be exported; this one is {run.status}.")
     name = export_name(run)
     if default_storage.exists(name):
         return name
@@ -342,7 +343,7 @@ def export_zip(run: TrainingRun) -> str:
     # only what the ZIP holds comes from a remote storage (not the checkpoints)
     model_dir = files.local_dir(f"{prefix}/model", max_age=300)
     if not (model_dir / "config.json").is_file():
-        raise TrainingError("The fine-tuned model files of this run are missing; re-run it to export.")
+        raise Unavailable("The fine-tuned model files of this run are missing; re-run it to export.")
     extras = {}
     for extra in ("metrics.json", "train.log"):
         try:

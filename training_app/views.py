@@ -3,27 +3,22 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from audit import trail as audit
-from datasets_app.models import Dataset
-from datasets_app.project_views import get_project
+from datasets_app.models import Dataset, Project
+from gpu_worker.errors import AppError
 from piggyback import files
+from piggyback.errors import add_to_form
 from piggyback.jobs import RunStatus, queue_position, queue_text
-from piggyback.tenancy import has_role
+from piggyback.tenancy import get_for_user, has_role
 from training_app import services
 from training_app.forms import StartTrainingForm
 from training_app.models import TrainingRun
 
-
-def get_run(user, pk, role="viewer") -> TrainingRun:
-    run = get_object_or_404(TrainingRun.objects.for_user(user).select_related("project", "dataset", "model"), pk=pk)
-    if not has_role(user, run, role):
-        raise PermissionDenied(f"This needs the {role} role in “{run.project.name}”. Ask the project owner.")
-    return run
+RUNS = TrainingRun.objects.select_related("project", "dataset", "model")
 
 
 def _model_info(models) -> dict:
@@ -37,9 +32,7 @@ def _model_info(models) -> dict:
 
 @login_required
 def start(request, dataset_pk):
-    dataset = get_object_or_404(Dataset.objects.for_user(request.user).select_related("project"), pk=dataset_pk)
-    if not has_role(request.user, dataset, "editor"):
-        raise PermissionDenied(f"Training needs the editor role in “{dataset.project.name}”. Ask the project owner.")
+    dataset = get_for_user(Dataset.objects.select_related("project"), request.user, "editor", pk=dataset_pk)
     models = list(services.selectable_models())
     # a newcomer who changes nothing trains the default model with the default (Balanced) preset
     from gpu_worker.models.registry import DEFAULT_MODEL_KEY
@@ -54,10 +47,7 @@ def start(request, dataset_pk):
                                          params=form.params() or None, preset=form.cleaned_data["preset"] or None,
                                          name=form.cleaned_data.get("name", ""))
         except services.TrainingError as exc:
-            for field, message in exc.errors.items():
-                form.add_error(field if field in form.fields else None, message)
-            if not exc.errors:
-                form.add_error(None, str(exc))
+            add_to_form(form, exc)
         else:
             messages.success(request, f"Fine-tuning of {run.model.name} has started. You can leave this page; "
                                       "it keeps running.")
@@ -75,7 +65,7 @@ def detail(request, pk):
     from datasets_app.versions import newer_version
     from training_app.model_card import model_card
 
-    run = get_run(request.user, pk)
+    run = get_for_user(RUNS, request.user, pk=pk)
     return render(request, "training_app/detail.html", {
         "run": run, "project": run.project, "can_edit": has_role(request.user, run, "editor"),
         "warnings": (run.metrics or {}).get("warnings") or [],
@@ -89,7 +79,7 @@ def detail(request, pk):
 @require_POST
 def retrain(request, pk):
     """Train again: the run's model and settings on a newer version of its dataset (the newest by default)."""
-    run = get_run(request.user, pk, "editor")
+    run = get_for_user(RUNS, request.user, "editor", pk=pk)
     dataset = None
     raw = request.POST.get("dataset", "")
     if raw:
@@ -110,21 +100,21 @@ def retrain(request, pk):
 
 @login_required
 def run_list(request, project_pk):
-    project = get_project(request.user, project_pk)
+    project = get_for_user(Project, request.user, pk=project_pk)
     runs = TrainingRun.objects.for_user(request.user).filter(project=project).select_related("model", "dataset")
     ready = project.datasets.filter(status=RunStatus.SUCCEEDED).order_by("-created_at")
     return render(request, "training_app/list.html", {
         "project": project, "runs": runs, "ready_datasets": ready,
-        "can_edit": project.user_can(request.user, "editor"),
+        "can_edit": has_role(request.user, project, "editor"),
     })
 
 
 def _action(request, pk, fn, done_message):
-    run = get_run(request.user, pk, "editor")
+    run = get_for_user(RUNS, request.user, "editor", pk=pk)
     try:
         with transaction.atomic():
             out = fn(request.user, run)
-    except services.TrainingError as exc:
+    except AppError as exc:
         messages.error(request, str(exc))
         return redirect("training:detail", pk=run.pk)
     messages.success(request, done_message)
@@ -151,10 +141,10 @@ def rerun(request, pk):
 
 @login_required
 def export(request, pk):
-    run = get_run(request.user, pk)
+    run = get_for_user(RUNS, request.user, pk=pk)
     try:
         name = services.export_zip(run)
-    except services.TrainingError as exc:
+    except AppError as exc:
         messages.error(request, str(exc))
         return redirect("training:detail", pk=run.pk)
     audit.record(audit.A.MODEL_EXPORTED, project=run.project, target=run, details={"model": run.model.key})

@@ -1,7 +1,7 @@
 """The permission matrix: every API endpoint and page x (anonymous, outsider, staff outsider, viewer, editor, owner).
 
 Rules asserted (docs/ARCHITECTURE.md "Tenancy and permissions"):
-* anonymous: API 403 (SessionAuthentication first, so DRF answers 403, never 401); pages 302 to /accounts/login/;
+* anonymous: API 401 with ``WWW-Authenticate: Token`` (TokenAuthentication first); pages 302 to /accounts/login/;
 * outsider and staff-but-not-member: 404 on every object of the project (pages, API, files) and absent from lists;
 * viewer: reads 200, every write 403; editor: reads and writes 2xx/302, deletes and member management 403;
 * owner: everything.
@@ -37,7 +37,7 @@ OUTSIDERS = ("other", "staff")
 
 
 def exp(kind, viewer, editor, owner, outsider=404, anon=None):
-    return {"anon": anon if anon is not None else (403 if kind == API else LOGIN),
+    return {"anon": anon if anon is not None else (401 if kind == API else LOGIN),
             "other": outsider, "staff": outsider, "viewer": viewer, "editor": editor, "owner": owner}
 
 
@@ -435,6 +435,8 @@ def test_matrix(world, client_as, row, role):
         assert response["Location"].startswith("/accounts/login/"), response["Location"]
     else:
         assert response.status_code == expected, (role, row.method, url, response.status_code, body[:300])
+    if response.status_code == 401:
+        assert response["WWW-Authenticate"] == "Token", (url, response.headers)
     after = snapshot(world) if watch else None
     if refused:
         assert after == before, f"{role} {row.method.upper()} {url} was refused but changed data or files"

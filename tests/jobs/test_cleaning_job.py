@@ -55,7 +55,7 @@ def test_clean_upload_succeeds_with_items_counts_stats_and_images(
 
 def test_training_items_round_trip(owner, project, run_jobs, django_capture_on_commit_callbacks):
     ds = create(owner, project, clean_files(), capture=django_capture_on_commit_callbacks)
-    with pytest.raises(services.UploadError, match="not ready"):
+    with pytest.raises(services.Conflict, match="not ready"):
         services.training_items(ds)
     run_jobs()
     ds.refresh_from_db()

@@ -110,7 +110,7 @@ def test_cancel_queued_run_never_starts(owner, dataset, run_jobs):
     run_jobs(("gpu",))
     run = TrainingRun.objects.get(pk=run.pk)
     assert run.status == RunStatus.CANCELLED and run.started_at is None
-    with pytest.raises(services.TrainingError, match="nothing to cancel"):
+    with pytest.raises(services.RunStateError, match="nothing to cancel"):
         services.cancel_run(owner, run)
 
 
