@@ -18,4 +18,4 @@ class TrainingRunAdmin(BackgroundRunAdmin):
     list_display = ("__str__", "project", "dataset", "model", "vqa_accuracy") + RUN_LIST
     list_filter = ("status", "model__family", "created_at")
     search_fields = ("name", "project__name", "dataset__name", "model__key")
-    raw_id_fields = ("project", "dataset", "created_by", "resumed_from")
+    raw_id_fields = ("project", "dataset", "created_by", "rerun_of")

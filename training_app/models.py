@@ -58,7 +58,8 @@ class TrainingRun(BackgroundRun):
     device = models.CharField(max_length=60, blank=True, default="")
     log = models.TextField(blank=True, default="")
     output_dir = models.CharField(max_length=300, blank=True, default="", help_text="Storage prefix of outputs")
-    resumed_from = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    rerun_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                                 help_text="The run whose model and settings this one repeats (re-run, train again)")
 
     objects = TenantManager()
 

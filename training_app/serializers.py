@@ -51,7 +51,7 @@ class TrainingRunSerializer(serializers.ModelSerializer):
         model = TrainingRun
         fields = ["id", "name", "project", "dataset", "dataset_name", "dataset_version", "model", "model_name", "status", "queue_position", "progress",
                   "stage", "error", "traceback", "preset", "params", "metrics", "vqa_accuracy", "device",
-                  "attempts", "resumed_from", "warnings", "created_at", "started_at", "finished_at",
+                  "attempts", "rerun_of", "warnings", "created_at", "started_at", "finished_at",
                   "duration_seconds", "urls"]
         read_only_fields = fields
 

@@ -295,7 +295,7 @@ def retrain(user, run: TrainingRun, dataset=None) -> TrainingRun:
         raise TrainingError(msg, {"dataset": msg})
     new = start_run(user, dataset, run.model, params=dict(run.params), preset=run.preset or None,
                     name=f"{run.model.name} on {dataset}")
-    new._update(resumed_from=run)
+    new._update(rerun_of=run)
     return new
 
 
@@ -304,7 +304,7 @@ def rerun(user, run: TrainingRun) -> TrainingRun:
     require_role(user, run, "editor")
     name = run.name if run.name.startswith("Re-run") else f"Re-run of {run.name or run.pk}"
     new = start_run(user, run.dataset, run.model, params=dict(run.params), preset=run.preset or None, name=name)
-    new._update(resumed_from=run)
+    new._update(rerun_of=run)
     return new
 
 

@@ -368,7 +368,7 @@ def test_retrain_on_the_new_version(run, project, owner, members, other_user, cl
         r = client.post(f"{V1}/training-runs/{run.pk}/retrain/", {}, format="json")
     assert r.status_code == 202, r.content
     new = TrainingRun.objects.get(pk=r.json()["id"])
-    assert new.dataset_id == v2.pk and r.json()["dataset_version"] == 2 and new.resumed_from_id == run.pk
+    assert new.dataset_id == v2.pk and r.json()["dataset_version"] == 2 and new.rerun_of_id == run.pk
     assert {k: new.params[k] for k in run.params} == run.params and new.model_id == run.model_id
     # an explicit dataset, and bad ones
     with django_capture_on_commit_callbacks(execute=False):

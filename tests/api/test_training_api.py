@@ -148,7 +148,7 @@ def test_roles_errors_and_actions(client_for, owner, members, dataset, make_user
     assert editor.get(f"/api/v1/training-runs/{run_id}/").json()["status"] == "succeeded"
     with django_capture_on_commit_callbacks(execute=True):
         r = editor.post(f"/api/v1/training-runs/{run_id}/rerun/")
-    assert r.status_code == 202 and r.json()["id"] != run_id and r.json()["resumed_from"] == run_id
+    assert r.status_code == 202 and r.json()["id"] != run_id and r.json()["rerun_of"] == run_id
 
 
 def test_traceback_only_for_staff(client_for, owner, dataset, make_user):

@@ -114,7 +114,7 @@ def test_page_actions_cancel_resume_rerun(web, owner, dataset, django_capture_on
     with django_capture_on_commit_callbacks(execute=True):
         r = web.post(reverse("training:rerun", args=[run.pk]))
     new = TrainingRun.objects.exclude(pk=run.pk).get()
-    assert r.url == reverse("training:detail", args=[new.pk]) and new.resumed_from_id == run.pk
+    assert r.url == reverse("training:detail", args=[new.pk]) and new.rerun_of_id == run.pk
     # Export of an unfinished run: a message, no file.
     r = web.get(reverse("training:export", args=[run.pk]), follow=True)
     assert "Only a finished" in r.content.decode()

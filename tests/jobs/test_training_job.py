@@ -176,7 +176,7 @@ def test_corrupt_image_fails_with_readable_message_and_rerun_makes_new_row(owner
     assert "Could not read the image" in run.error and "Traceback" not in run.error
     assert "Traceback" in run.traceback
     new = services.rerun(owner, run)
-    assert new.pk != run.pk and new.resumed_from_id == run.pk and new.params == run.params
+    assert new.pk != run.pk and new.rerun_of_id == run.pk and new.params == run.params
     assert new.status == RunStatus.QUEUED
 
 
