@@ -135,8 +135,16 @@ class BlipAdapter(VQAAdapter):
             paths, images, img_idx = hc.load_images(chunk, image_root)
             enc = {"pixels": self._pixels(images), "img_idx": img_idx, "sizes": [im.size for im in images],
                    "q": self._ids([it["question"] for it in chunk])}
-            results.extend(self._predict_batch(self._collate(enc, torch.arange(len(chunk))), top_k, explain,
-                                               settings))
+            # One batch per question length: transformers 5.23's BLIP text decoder drops the cross-attention
+            # mask (BlipTextLayer passes it as ``attention_mask``, which BlipTextAttention ignores for
+            # cross-attention), so padded questions would change the answer; unpadded groups answer exactly
+            # like the one-question recipe.
+            out: list = [None] * len(chunk)
+            for idx in _same_length_groups(enc["q"]):
+                for i, r in zip(idx, self._predict_batch(self._collate(enc, torch.tensor(idx)), top_k, explain,
+                                                         settings)):
+                    out[i] = r
+            results.extend(out)
         return results
 
     def _predict_batch(self, batch, top_k, explain, settings):
@@ -176,6 +184,14 @@ class BlipAdapter(VQAAdapter):
         self.model.save_pretrained(folder)
         self.processor.save_pretrained(folder)
         write_piggyback_json(folder, self.spec, params=_jsonable(self.params))
+
+
+def _same_length_groups(seqs: list) -> list[list[int]]:
+    """Indices of ``seqs`` grouped by length (groups in order of first appearance)."""
+    groups: dict[int, list[int]] = {}
+    for i, s in enumerate(seqs):
+        groups.setdefault(int(s.shape[0]), []).append(i)
+    return list(groups.values())
 
 
 def _jsonable(params: dict) -> dict:

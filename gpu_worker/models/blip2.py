@@ -45,7 +45,9 @@ class Blip2Adapter(VQAAdapter):
         self.image_token = model.config.image_token_id
         self.num_query = model.config.num_query_tokens
         self.pad = self.tokenizer.pad_token_id
-        self.eos = self.tokenizer.eos_token_id
+        # the checkpoint's stop tokens (OPT: the newline, 50118), first one ends every training answer
+        self.stops = hc.stop_token_ids(model, self.tokenizer.eos_token_id)
+        self.eos = self.stops[0]
 
     @classmethod
     def create(cls, spec, items, image_root, params, source=None, device=None):
@@ -139,9 +141,9 @@ class Blip2Adapter(VQAAdapter):
             out = self.model.generate(pixel_values=pixels, input_ids=ids, attention_mask=mask,
                                       num_beams=settings["num_beams"], num_return_sequences=n,
                                       max_new_tokens=settings["max_new_tokens"], do_sample=False,
-                                      pad_token_id=self.pad, eos_token_id=self.eos)
+                                      pad_token_id=self.pad)
             new = out[:, ids.shape[1]:] if out.shape[1] > ids.shape[1] else out[:, :0]
-            new = _after_eos_pad(new, self.eos, self.pad)
+            new = hc.cut_after_stop(new, self.stops, self.pad)
             full = torch.cat([ids.repeat_interleave(n, 0), new], 1)
             fmask = torch.cat([mask.repeat_interleave(n, 0), (new != self.pad).long()], 1)
             logits = self.model(pixel_values=pixels.repeat_interleave(n, 0), input_ids=full,
@@ -179,9 +181,3 @@ class Blip2Adapter(VQAAdapter):
         self.processor.save_pretrained(folder)
         write_piggyback_json(folder, self.spec, params=_jsonable(self.params))
 
-
-def _after_eos_pad(seqs: torch.Tensor, eos: int, pad: int) -> torch.Tensor:
-    """Replace everything after the first end-of-sequence token by padding (keep the eos itself)."""
-    seen = torch.cumsum((seqs == eos).long(), 1)
-    after = (seen - (seqs == eos).long()) > 0
-    return seqs.masked_fill(after, pad)

@@ -29,6 +29,17 @@ SPEC = register(ModelSpec(
                     "freeze_encoder": False, "seed": 0, "feature_extractor": "grid", "feature_grid": 6}))
 
 
+def resize_answer_head(model, answers: list[str], folder: str | None = None) -> None:
+    """Size the answer head to ``answers`` BY STRING: answers in the checkpoint's label set keep their
+    trained rows, new ones start fresh (transformers' ``resize_num_qa_labels`` keeps rows by POSITION,
+    so new answer i would inherit pretrained answer i's weights)."""
+    known = hc.pretrained_answers(model.config, folder)
+    head = model.answer_head.logit_fc
+    head[-1] = hc.resize_answer_rows(head[-1], known, answers, init=model._init_weights)
+    model.config.num_qa_labels = model.num_qa_labels = len(answers)
+    hc.set_answer_labels(model.config, answers)
+
+
 class LxmertAdapter(VQAAdapter):
     def __init__(self, spec, model, tokenizer, extractor, device=None, params=None):
         super().__init__(spec, device, params)
@@ -46,9 +57,7 @@ class LxmertAdapter(VQAAdapter):
         src = source or spec.default_source
         answers = hc.build_answer_vocab(items, int(params.get("max_answers", 3129)))
         model = LxmertForQuestionAnswering.from_pretrained(src)
-        model.resize_num_qa_labels(len(answers))
-        model.config.id2label = {i: a for i, a in enumerate(answers)}
-        model.config.label2id = {a: i for i, a in enumerate(answers)}
+        resize_answer_head(model, answers, src if os.path.isdir(str(src)) else None)
         tokenizer = _tokenizer(src, AutoTokenizer)
         extractor = build_extractor(params, model.config.visual_feat_dim, device)
         return cls(spec, model, tokenizer, extractor, device, params)

@@ -185,19 +185,11 @@ class ViltAdapter(VQAAdapter):
 
 
 def _resize_head(model, answers: list[str]) -> None:
-    """Make the classifier predict exactly ``answers``; copy rows of answers the old head knew."""
-    old = {v: int(k) for k, v in model.config.id2label.items()}
+    """Make the classifier predict exactly ``answers``; rows of answers the old head knew are kept."""
     last = model.classifier[-1]
-    new = torch.nn.Linear(last.in_features, len(answers))
-    new.to(device=last.weight.device, dtype=last.weight.dtype)
-    with torch.no_grad():
-        for i, a in enumerate(answers):
-            if a in old and old[a] < last.out_features and len(old) == last.out_features:
-                new.weight[i] = last.weight[old[a]]
-                new.bias[i] = last.bias[old[a]]
-    model.classifier[-1] = new
-    model.config.id2label = {i: a for i, a in enumerate(answers)}
-    model.config.label2id = {a: i for i, a in enumerate(answers)}
+    known = hc.pretrained_answers(model.config) if len(model.config.id2label) == last.out_features else {}
+    model.classifier[-1] = hc.resize_answer_rows(last, known, answers)
+    hc.set_answer_labels(model.config, answers)
     model.config.num_labels = len(answers)
     model.num_labels = len(answers)
 

@@ -12,6 +12,7 @@ import os
 
 import torch
 
+from gpu_worker import UserFacingError
 from gpu_worker import features as F
 from gpu_worker.models import hf_common as hc
 from gpu_worker.models.base import ModelSpec, VQAAdapter, read_piggyback_json, write_piggyback_json
@@ -27,27 +28,23 @@ SPEC = register(ModelSpec(
                     "weight_decay": 0.01, "val_fraction": 0.1, "patience": 3, "grad_accum_steps": 1,
                     "freeze_encoder": False, "seed": 0, "feature_extractor": "grid", "feature_grid": 6}))
 
-DEFAULT_BACKBONE = "microsoft/resnet-50"
-
-
-def default_backbone() -> str | None:
-    """The ResNet-50 grid backbone when its weights are cached locally, else None (seeded random CNN)."""
-    if os.environ.get("PIGGYBACK_FEATURE_BACKBONE"):
-        return os.environ["PIGGYBACK_FEATURE_BACKBONE"]
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        found = try_to_load_from_cache(DEFAULT_BACKBONE, "config.json")
-        return DEFAULT_BACKBONE if isinstance(found, str) else None
-    except Exception:
-        return None
-
-
 def build_extractor(params: dict, dim: int, device):
+    """The region-feature extractor named by ``params`` (never a silent substitute).
+
+    ``feature_extractor``: "grid" (a pretrained ResNet, ``feature_backbone`` or the server default) or
+    "detector" (torchvision Faster R-CNN). When the chosen one's weights are missing this raises a
+    :class:`UserFacingError` saying so; a test names a tiny random backbone folder explicitly.
+    """
     kind = params.get("feature_extractor", "grid")
-    if kind == "detector" and not F.detector_status()["available"]:
-        kind = "grid"  # documented fallback: the detector needs torchvision + local weights
-    backbone = params.get("feature_backbone", default_backbone())
+    if kind == "detector":
+        status = F.detector_status()
+        if not status["available"]:
+            raise UserFacingError("The object-detector region features are not available: " + status["reason"])
+        return F.make_extractor("detector", dim=dim, device=device)
+    backbone = params.get("feature_backbone") or F.default_backbone()
+    status = F.backbone_status(backbone)
+    if not status["available"]:
+        raise UserFacingError("This model needs region features, but " + status["reason"])
     return F.make_extractor(kind, backbone=backbone, grid=int(params.get("feature_grid", 6)), dim=dim,
                             device=device)
 
