@@ -82,3 +82,28 @@ def test_one_generation_limit_for_training_evaluation_and_worker(client_for, mem
 
     assert clamp_params(blip, {"num_beams": 99, "max_new_tokens": "7"}) == {"top_k": 5, "num_beams": cap,
                                                                           "max_new_tokens": 7}
+
+
+def test_feature_extractor_is_shown_on_run_and_dataset_pages(client, members, dataset, tmp_path):  # noqa: F811
+    """Issue 11.2: the extractor used (name and weights) is recorded with the run and shown."""
+    from gpu_worker.models.base import write_piggyback_json
+    from gpu_worker.models.registry import get_spec
+    from training_app.jobs import feature_extractor_of
+    from training_app.models import PretrainedModel, TrainingRun
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    write_piggyback_json(str(model_dir), get_spec("lxmert"), features={
+        "kind": "grid", "name": "ResNet grid 6x6", "weights": "pretrained: microsoft/resnet-50",
+        "backbone": "microsoft/resnet-50", "id": "abc", "grid": 6, "dim": 2048})
+    fx = feature_extractor_of(str(model_dir))
+    assert fx["weights"] == "pretrained: microsoft/resnet-50" and "dim" not in fx
+    assert feature_extractor_of(str(tmp_path)) is None  # a family without region features
+    run = TrainingRun.objects.create(project=dataset.project, dataset=dataset,
+                                     model=PretrainedModel.objects.get(key="lxmert"), params={},
+                                     status="succeeded", metrics={"feature_extractor": fx})
+    client.force_login(members["viewer"])
+    html = client.get(reverse("training:detail", args=[run.pk])).content.decode()
+    assert "Region features" in html and "ResNet grid 6x6 · pretrained: microsoft/resnet-50" in html
+    html = client.get(reverse("datasets:detail", args=[dataset.pk])).content.decode()
+    assert 'id="feature-extractors"' in html and "pretrained: microsoft/resnet-50" in html
