@@ -98,12 +98,12 @@ def bench_trainer(items, root, ckpt, work, args, cached=False):
         from transformers import AutoProcessor, Trainer, TrainingArguments, ViltForQuestionAnswering
     except ImportError as exc:
         return {"error": f"transformers.Trainer unavailable ({exc})"}
-    from gpu_worker.models.vilt import _resize_head
+    from gpu_worker.models.vilt import resize_classifier
 
     answers = hc.build_answer_vocab(items)
     processor = AutoProcessor.from_pretrained(ckpt)
     model = ViltForQuestionAnswering.from_pretrained(ckpt)
-    _resize_head(model, answers)
+    resize_classifier(model, answers)
     t_prep = time.perf_counter()
     ds = (_CachedDataset if cached else _HFDataset)(items, root, processor, model.config.label2id)
     prep_s = time.perf_counter() - t_prep

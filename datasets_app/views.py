@@ -114,7 +114,19 @@ def detail(request, pk):
         "versions": list(versions.lineage(dataset)),
         "pending": versions.pending_corrections(dataset).select_related("created_by")[:PENDING_SHOWN],
         "pending_total": versions.pending_corrections(dataset).count(),
+        "feature_extractors": _feature_extractors(dataset),
     })
+
+
+def _feature_extractors(dataset) -> list[dict]:
+    """The region-feature extractors (name, weights) runs on this dataset used, one row per extractor."""
+    from training_app.models import TrainingRun
+
+    seen: dict = {}
+    for run in TrainingRun.objects.filter(dataset=dataset, metrics__has_key="feature_extractor").order_by("pk"):
+        fx = run.metrics["feature_extractor"]
+        seen.setdefault(fx.get("id") or fx.get("name"), dict(fx, run=run))
+    return list(seen.values())
 
 
 @login_required

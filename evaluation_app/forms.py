@@ -2,18 +2,19 @@ from __future__ import annotations
 
 from django import forms
 
-from evaluation_app.services import GEN_LIMITS, MAX_QUESTION_CHARS, TOP_K_LIMITS
+from evaluation_app.services import MAX_QUESTION_CHARS
+from gpu_worker.models.registry import GEN_LIMITS, TOP_K_LIMITS
+
+_BEAMS, _TOKENS = GEN_LIMITS["num_beams"], GEN_LIMITS["max_new_tokens"]
 
 
 class _GenerationFields(forms.Form):
-    top_k = forms.IntegerField(min_value=TOP_K_LIMITS[0], max_value=TOP_K_LIMITS[1], initial=5, required=False,
-                               widget=forms.HiddenInput)
-    num_beams = forms.IntegerField(min_value=GEN_LIMITS["num_beams"][0], max_value=GEN_LIMITS["num_beams"][1],
-                                   initial=GEN_LIMITS["num_beams"][2], required=False, label="Beams")
-    max_new_tokens = forms.IntegerField(min_value=GEN_LIMITS["max_new_tokens"][0],
-                                        max_value=GEN_LIMITS["max_new_tokens"][1],
-                                        initial=GEN_LIMITS["max_new_tokens"][2], required=False,
-                                        label="Longest answer (tokens)")
+    top_k = forms.IntegerField(min_value=TOP_K_LIMITS["min"], max_value=TOP_K_LIMITS["max"],
+                               initial=TOP_K_LIMITS["default"], required=False, widget=forms.HiddenInput)
+    num_beams = forms.IntegerField(min_value=_BEAMS["min"], max_value=_BEAMS["max"], initial=_BEAMS["default"],
+                                   required=False, label="Beams")
+    max_new_tokens = forms.IntegerField(min_value=_TOKENS["min"], max_value=_TOKENS["max"],
+                                        initial=_TOKENS["default"], required=False, label="Longest answer (tokens)")
 
     def params(self) -> dict:
         return {k: self.cleaned_data.get(k) for k in ("top_k", "num_beams", "max_new_tokens")

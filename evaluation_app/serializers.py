@@ -4,6 +4,7 @@ from django.urls import reverse
 from rest_framework import serializers
 
 from evaluation_app.models import Evaluation, Prediction
+from gpu_worker.models.registry import GEN_LIMITS, TOP_K_LIMITS
 from piggyback.filters import IdField
 from piggyback.jobs import queue_position
 
@@ -15,6 +16,10 @@ def file_url(request, prediction, which: str) -> str | None:
         return None
     url = reverse("api-prediction-file", args=[prediction.pk, which])
     return request.build_absolute_uri(url) if request is not None else url
+
+
+# one set of generation limits (gpu_worker.models.registry), the same as the pages and the worker
+_TOPK, _BEAMS, _TOKENS = TOP_K_LIMITS, GEN_LIMITS["num_beams"], GEN_LIMITS["max_new_tokens"]
 
 
 class ScoredAnswerSerializer(serializers.Serializer):
@@ -65,10 +70,11 @@ class PredictionSerializer(serializers.ModelSerializer):
 class PredictRequestSerializer(serializers.Serializer):
     image = serializers.FileField(help_text="PNG / JPEG / WebP image, at most 20 MB")
     question = serializers.CharField(max_length=500)
-    top_k = serializers.IntegerField(required=False, min_value=1, max_value=20, default=5)
-    num_beams = serializers.IntegerField(required=False, min_value=1, max_value=8,
+    top_k = serializers.IntegerField(required=False, min_value=_TOPK["min"], max_value=_TOPK["max"],
+                                     default=_TOPK["default"])
+    num_beams = serializers.IntegerField(required=False, min_value=_BEAMS["min"], max_value=_BEAMS["max"],
                                          help_text="Generative models only (BLIP, BLIP-2, Florence-2)")
-    max_new_tokens = serializers.IntegerField(required=False, min_value=1, max_value=64,
+    max_new_tokens = serializers.IntegerField(required=False, min_value=_TOKENS["min"], max_value=_TOKENS["max"],
                                               help_text="Generative models only")
 
 
@@ -86,9 +92,9 @@ class EvaluationCreateSerializer(serializers.Serializer):
     questions = serializers.FileField(required=False,
                                       help_text="CSV like the training upload (image, question, optional answer)")
     name = serializers.CharField(required=False, max_length=120, allow_blank=True)
-    top_k = serializers.IntegerField(required=False, min_value=1, max_value=20)
-    num_beams = serializers.IntegerField(required=False, min_value=1, max_value=8)
-    max_new_tokens = serializers.IntegerField(required=False, min_value=1, max_value=64)
+    top_k = serializers.IntegerField(required=False, min_value=_TOPK["min"], max_value=_TOPK["max"])
+    num_beams = serializers.IntegerField(required=False, min_value=_BEAMS["min"], max_value=_BEAMS["max"])
+    max_new_tokens = serializers.IntegerField(required=False, min_value=_TOKENS["min"], max_value=_TOKENS["max"])
 
     def validate(self, attrs):
         if bool(attrs.get("training_run")) == bool(attrs.get("model")):

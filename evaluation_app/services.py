@@ -20,6 +20,7 @@ from evaluation_app import model_cache
 from evaluation_app.models import Evaluation, Prediction
 from gpu_worker.errors import Conflict, InvalidInput, Unavailable
 from gpu_worker.images import upright
+from gpu_worker.models.registry import GEN_LIMITS, TOP_K_LIMITS, resolve_generation  # noqa: F401 (re-exported)
 from piggyback.files import cache_path, local_copy, save_local, storage_path
 from piggyback.filters import id_param
 from piggyback.jobs import enqueue
@@ -29,8 +30,6 @@ MAX_QUESTION_CHARS = 500
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 MAX_IMAGE_SIDE = 1920
 ALLOWED_FORMATS = {"PNG", "JPEG", "WEBP", "GIF", "BMP"}
-GEN_LIMITS = {"num_beams": (1, 8, 3), "max_new_tokens": (1, 64, 10)}
-TOP_K_LIMITS = (1, 20, 5)
 SAMPLE_IMAGES = 8
 
 
@@ -68,22 +67,13 @@ def zero_shot_available(model) -> bool:
 
 
 def clamp_params(target, raw: dict) -> dict:
-    """top_k for every model; num_beams / max_new_tokens only for generative ones (clamped to limits)."""
-    def _int(name, limits):
-        lo, hi, default = limits
-        value = raw.get(name)
-        if value in (None, ""):
-            return default
-        try:
-            return max(lo, min(hi, int(value)))
-        except (TypeError, ValueError):
-            raise InvalidInput(f"{name.replace('_', ' ')} must be a whole number.", name)
-
-    params = {"top_k": _int("top_k", TOP_K_LIMITS)}
-    if is_generative(target):
-        for name, limits in GEN_LIMITS.items():
-            params[name] = _int(name, limits)
-    return params
+    """top_k for every model; num_beams / max_new_tokens only for generative ones (the registry's
+    limits and defaults, the same the worker and the training page use)."""
+    try:
+        return resolve_generation(raw, model_of(target).task)
+    except ValueError as exc:
+        name, message = exc.args
+        raise InvalidInput(message, name) from None
 
 
 # ------------------------------------------------------------------------------------------ images

@@ -3,9 +3,10 @@
 Two extractors, both returning for every image ``{"features": (N, dim) float tensor,
 "boxes": (N, 4) pixel boxes [x0, y0, x1, y1] in the ORIGINAL image, "size": (w, h)}``:
 
-* :class:`GridExtractor` - a CNN backbone (a transformers ``ResNetModel``: a hub id / local folder,
-  or a seeded random tiny ResNet when no weights are available) pooled onto a ``grid x grid`` map;
-  every cell is a region. Channels are fitted to the model's visual dimension (zero-padded or
+* :class:`GridExtractor` - a CNN backbone (a transformers ``ResNetModel`` from a hub id or local
+  folder with its weights; there is NO random stand-in: without weights it refuses to start) pooled onto
+  a ``grid x grid`` map; every cell is a region. Tests name a tiny random backbone folder explicitly
+  (``gpu_worker.models.tiny.make_tiny_backbone``), and ``describe()`` says so. Channels are fitted to the model's visual dimension (zero-padded or
   group-averaged).
 * :class:`DetectorExtractor` - torchvision Faster R-CNN (COCO) boxes + RoI features, only when
   torchvision imports AND its weights file is already on disk (``detector_status()`` says why not).
@@ -22,6 +23,8 @@ from typing import Callable
 
 import torch
 from PIL import Image
+
+from gpu_worker import UserFacingError
 
 DEFAULT_CACHE = os.environ.get("PIGGYBACK_FEATURE_CACHE",
                                os.path.join(os.path.expanduser("~"), ".cache", "piggyback", "features"))
@@ -73,23 +76,20 @@ class GridExtractor:
 
     def __init__(self, backbone: str | None = None, grid: int = 6, dim: int = 2048, image_size: int = 224,
                  seed: int = 0, device=None):
-        from transformers import ResNetConfig, ResNetModel
+        from transformers import ResNetModel
 
         self.grid, self.dim, self.image_size, self.seed = int(grid), int(dim), int(image_size), int(seed)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        if backbone:
+        if not backbone:
+            raise UserFacingError("Region features need a CNN backbone with pretrained weights, and none was "
+                                  "given: " + backbone_status()["reason"])
+        try:
             self.model = ResNetModel.from_pretrained(backbone)
-            self.source = backbone
-        else:  # no weights: a seeded random tiny ResNet (still a fixed, reproducible feature map)
-            state = torch.random.get_rng_state()
-            torch.manual_seed(self.seed)
-            try:
-                cfg = ResNetConfig(embedding_size=16, hidden_sizes=[16, 32, 64, 64], depths=[1, 1, 1, 1],
-                                   layer_type="basic")
-                self.model = ResNetModel(cfg)
-            finally:
-                torch.random.set_rng_state(state)
-            self.source = f"random-resnet:{self.seed}"
+        except (OSError, ValueError) as exc:
+            raise UserFacingError(f"The feature backbone {backbone} could not be loaded ({type(exc).__name__}); "
+                                  "its weights are not on this server.") from None
+        self.source = backbone
+        self.test_only = is_test_checkpoint(backbone)
         self.model.to(self.device).eval()
         self.id = hashlib.sha256(json.dumps(
             {"kind": self.kind, "grid": self.grid, "dim": self.dim, "size": self.image_size,
@@ -98,7 +98,10 @@ class GridExtractor:
 
     def describe(self) -> dict:
         return {"kind": self.kind, "backbone": self.source, "grid": self.grid, "dim": self.dim,
-                "image_size": self.image_size, "seed": self.seed, "id": self.id}
+                "image_size": self.image_size, "seed": self.seed, "id": self.id,
+                "name": f"ResNet grid {self.grid}x{self.grid}",
+                "weights": ("random tiny test backbone (not pretrained)" if self.test_only
+                            else f"pretrained: {self.source}")}
 
     @torch.no_grad()
     def __call__(self, images: list[Image.Image]) -> list[dict]:
@@ -121,12 +124,51 @@ class GridExtractor:
         """Store the extractor beside a fine-tuned model (backbone weights unless it is a hub id)."""
         os.makedirs(folder, exist_ok=True)
         info = self.describe()
-        if not (self.source and not self.source.startswith("random-") and not os.path.isdir(self.source)):
+        if os.path.isdir(self.source):  # a local folder travels with the model; a hub id is re-downloaded
             sub = os.path.join(folder, "feature_backbone")
             self.model.save_pretrained(sub)
             info["backbone"] = "feature_backbone"
         with open(os.path.join(folder, EXTRACTOR_FILE), "w", encoding="utf-8") as fh:
             json.dump(info, fh, indent=2)
+
+
+DEFAULT_BACKBONE = "microsoft/resnet-50"
+TINY_MARKER = "piggyback_tiny.json"
+
+
+def is_test_checkpoint(source: str) -> bool:
+    """A folder written by ``gpu_worker.models.tiny`` (random weights, for tests only)."""
+    return bool(source) and os.path.isfile(os.path.join(str(source), TINY_MARKER))
+
+
+def default_backbone() -> str | None:
+    """The grid extractor's backbone: ``PIGGYBACK_FEATURE_BACKBONE`` (hub id or folder), else
+    microsoft/resnet-50 when its weights are in the local Hugging Face cache; None when neither."""
+    env = os.environ.get("PIGGYBACK_FEATURE_BACKBONE")
+    if env:
+        return env
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(DEFAULT_BACKBONE, "config.json")
+        weights = any(isinstance(try_to_load_from_cache(DEFAULT_BACKBONE, f), str)
+                      for f in ("model.safetensors", "pytorch_model.bin"))
+        return DEFAULT_BACKBONE if isinstance(found, str) and weights else None
+    except Exception:
+        return None
+
+
+def backbone_status(backbone: str | None = None) -> dict:
+    """{"available", "reason", "backbone"} for the grid extractor's pretrained CNN weights."""
+    backbone = backbone or default_backbone()
+    if not backbone:
+        return {"available": False, "backbone": None,
+                "reason": f"the region-feature backbone {DEFAULT_BACKBONE} is not in this server's Hugging Face "
+                          "cache (or set PIGGYBACK_FEATURE_BACKBONE to a local ResNet folder)."}
+    if os.path.isabs(backbone) and not os.path.isdir(backbone):
+        return {"available": False, "backbone": backbone,
+                "reason": f"the region-feature backbone folder {backbone} does not exist."}
+    return {"available": True, "backbone": backbone, "reason": f"region features from {backbone}."}
 
 
 def detector_status() -> dict:
@@ -162,7 +204,8 @@ class DetectorExtractor:
         self.id = hashlib.sha256(f"detector:{DETECTOR_WEIGHTS}:{self.dim}:{self.max_regions}".encode()).hexdigest()[:20]
 
     def describe(self) -> dict:
-        return {"kind": self.kind, "dim": self.dim, "max_regions": self.max_regions, "id": self.id}
+        return {"kind": self.kind, "dim": self.dim, "max_regions": self.max_regions, "id": self.id,
+                "name": "Faster R-CNN ResNet-50 FPN (COCO)", "weights": f"pretrained: torchvision {DETECTOR_WEIGHTS}"}
 
     def save(self, folder: str) -> None:
         os.makedirs(folder, exist_ok=True)
@@ -211,9 +254,7 @@ def load_extractor(folder: str, device=None):
     if info["kind"] == "detector":
         return DetectorExtractor(dim=info["dim"], max_regions=info["max_regions"], device=device)
     backbone = info.get("backbone") or None
-    if backbone and backbone.startswith("random-"):
-        backbone = None
-    elif backbone and not os.path.isabs(backbone) and os.path.isdir(os.path.join(folder, backbone)):
+    if backbone and not os.path.isabs(backbone) and os.path.isdir(os.path.join(folder, backbone)):
         backbone = os.path.join(folder, backbone)
     return GridExtractor(backbone=backbone, grid=info["grid"], dim=info["dim"], image_size=info["image_size"],
                          seed=info.get("seed", 0), device=device)
@@ -224,6 +265,12 @@ def extract_features(image_paths: list[str], extractor, cache_dir: str | None = 
     """Features for every path (same order), computed once per (image content, extractor) and cached."""
     cache = os.path.join(cache_dir or DEFAULT_CACHE, extractor.id)
     os.makedirs(cache, exist_ok=True)
+    record = os.path.join(cache, EXTRACTOR_FILE)  # which extractor (name, weights) made these features
+    if not os.path.isfile(record):
+        tmp = f"{record}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(extractor.describe(), fh, indent=2)
+        os.replace(tmp, record)
     results: list[dict | None] = [None] * len(image_paths)
     todo: list[tuple[int, str]] = []
     hits = 0

@@ -3,16 +3,15 @@ from __future__ import annotations
 
 from django import forms
 
+from gpu_worker.models.registry import GEN_LIMITS, PARAM_LIMITS
 from training_app import services
 
-GEN_FIELDS = tuple(services.GEN_LIMITS)
+GEN_FIELDS = tuple(GEN_LIMITS)
 
 
 def _limits():
-    from gpu_worker.models.registry import PARAM_LIMITS
-
     out = dict(PARAM_LIMITS)
-    out.update(services.GEN_LIMITS)
+    out.update(GEN_LIMITS)
     return out
 
 

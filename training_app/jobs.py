@@ -9,6 +9,7 @@ checkpoint in the bucket for resume like it leaves it on a local disk, and at th
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -176,5 +177,19 @@ def train_job(run: TrainingRun, reporter, resume: bool = False):
     })
     m["epochs"] = [{"epoch": h["epoch"], "loss": h["loss"], "val_vqa_accuracy": h["val_vqa_accuracy"]}
                    for h in result.get("history") or []]
+    extractor = feature_extractor_of(os.path.join(str(out_dir), "model"))
+    if extractor:  # VisualBERT / LXMERT: which region-feature extractor (name, weights) was used
+        m["feature_extractor"] = extractor
     run._update(metrics=m, vqa_accuracy=result.get("vqa_accuracy"))
     return {"vqa_accuracy": result.get("vqa_accuracy"), "epochs_run": result.get("epochs_run")}
+
+
+def feature_extractor_of(model_dir: str) -> dict | None:
+    """{"name", "weights", "backbone", ...} of the region-feature extractor recorded in piggyback.json."""
+    from gpu_worker.models.base import read_piggyback_json
+
+    info = read_piggyback_json(model_dir).get("features")
+    if not isinstance(info, dict):
+        return None
+    keep = ("name", "weights", "backbone", "kind", "grid", "id")
+    return {k: info[k] for k in keep if k in info}

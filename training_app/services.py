@@ -21,18 +21,6 @@ from piggyback.jobs import RunStatus
 from piggyback.tenancy import require_role
 from training_app.models import PretrainedModel, TrainingRun
 
-# Generation settings for generative models (not part of the generic training limits).
-GEN_LIMITS = {
-    "num_beams": {"min": 1, "max": 10, "type": "int"},
-    "max_new_tokens": {"min": 1, "max": 64, "type": "int"},
-}
-# Model-specific keys seen in default_params without a registry limit: sane bounds by type.
-EXTRA_LIMITS = {
-    "image_size": {"min": 16, "max": 1024, "type": "int"},
-    "predict_batch_size": {"min": 1, "max": 4096, "type": "int"},
-    "max_grad_norm": {"min": 0.0, "max": 1000.0, "type": "float"},
-    "max_answers": {"min": 2, "max": 100_000, "type": "int"},
-}
 PARAM_LABELS = {
     "epochs": ("Epochs", "Passes over the training questions."),
     "learning_rate": ("Learning rate", "Step size of the optimiser (AdamW)."),
@@ -98,64 +86,35 @@ def get_model(key_or_model) -> PretrainedModel | None:
 
 
 def param_limits(model: PretrainedModel) -> dict:
-    """{name: limits} of every hyper-parameter this model accepts."""
-    limits = dict(_registry().PARAM_LIMITS)
-    if model.task == "generate":
-        limits.update(GEN_LIMITS)
-    for name, default in (model.default_params or {}).items():
-        if name in limits:
-            continue
-        if name in EXTRA_LIMITS:
-            limits[name] = EXTRA_LIMITS[name]
-        elif isinstance(default, bool):
-            limits[name] = {"type": "bool"}
-        elif isinstance(default, int):
-            limits[name] = {"min": 0, "max": 1_000_000, "type": "int"}
-        elif isinstance(default, float):
-            limits[name] = {"min": 0.0, "max": 1_000_000.0, "type": "float"}
-        else:
-            limits[name] = {"type": "str"}
-    return limits
+    """{name: limits} of every hyper-parameter this model accepts (the registry's rules)."""
+    return _registry().param_limits(model.default_params or {}, model.task)
 
 
 def resolve_params(model: PretrainedModel, params: dict | None = None, preset: str | None = None) -> tuple[dict, dict]:
-    """(params, errors): the model's defaults, overlaid by the preset, then by explicit params; every value
-    checked against its limits. ``errors`` maps each bad field to a readable message."""
+    """(params, errors) from the registry's one resolver (the worker resolves the same way); ``errors``
+    maps each bad field to a readable message."""
+    out, raw = _registry().resolve_training_params(model.default_params or {}, model.task, params, preset,
+                                                   strict=True)
     errors = {}
-    out = dict(model.default_params or {})
-    if preset:
-        table = presets()
-        if preset not in table:
-            errors["preset"] = f"Unknown preset “{preset}”; choose one of {', '.join(table)}."
+    for name, (kind, detail, lim) in raw.items():
+        label = PARAM_LABELS.get(name, (name,))[0]
+        if kind == "preset":
+            errors[name] = f"Unknown preset “{preset}”; choose one of {', '.join(presets())}."
+        elif kind == "unknown":
+            errors[name] = f"“{name}” is not a setting of {model.name}; known settings: {detail}."
+        elif kind == "range":
+            errors[name] = f"{label} must be between {lim['min']:g} and {lim['max']:g} ({detail})."
+        elif "min" in lim:
+            errors[name] = f"{label} {detail} (allowed: {lim['min']:g} to {lim['max']:g})."
         else:
-            out.update(table[preset])
-    limits = param_limits(model)
-    for name, value in (params or {}).items():
-        if name not in limits:
-            errors[name] = f"“{name}” is not a setting of {model.name}; known settings: {', '.join(sorted(limits))}."
-            continue
-        if value is None or value == "":
-            if limits[name].get("optional"):
-                out.pop(name, None)
-                continue
-            if name in out:  # empty field = keep the default
-                continue
-        out[name] = value
-    for name in list(out):
-        if name not in limits or name in errors:
-            continue
-        try:
-            out[name] = _registry().coerce_param(out[name], limits[name])
-        except ValueError as exc:
-            lim = limits[name]
-            label = PARAM_LABELS.get(name, (name,))[0]
-            if isinstance(exc, _registry().OutOfRange):
-                errors[name] = f"{label} must be between {lim['min']:g} and {lim['max']:g} ({exc})."
-            elif "min" in lim:
-                errors[name] = f"{label} {exc} (allowed: {lim['min']:g} to {lim['max']:g})."
-            else:
-                errors[name] = f"{label} {exc}."
+            errors[name] = f"{label} {detail}."
     return out, errors
+
+
+def preset_values(model: PretrainedModel) -> dict:
+    """{preset: resolved params} for the start page (the values the worker will train with)."""
+    return {name: _registry().resolve_training_params(model.default_params or {}, model.task, None, name)[0]
+            for name in presets()}
 
 
 def worker_memory_gb() -> float:

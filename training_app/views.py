@@ -25,7 +25,7 @@ def _model_info(models) -> dict:
     return {
         m.key: {"name": m.name, "family": m.family, "task": m.task, "description": m.description,
                 "default_params": m.default_params, "warning": services.memory_warning(m),
-                "memory_gb": m.finetune_gpu_memory_gb}
+                "memory_gb": m.finetune_gpu_memory_gb, "presets": services.preset_values(m)}
         for m in models
     }
 

@@ -13,15 +13,12 @@ called directly rather than through ``forward()`` so that training and explanati
 """
 from __future__ import annotations
 
-import os
-from collections import Counter
-
 import torch
 
 from gpu_worker.models import hf_common as hc
-from gpu_worker.models.base import ModelSpec, VQAAdapter, read_piggyback_json, write_piggyback_json
-from gpu_worker.models.registry import get_spec, register
-from gpu_worker.vqa_normalize import normalize_answer
+from gpu_worker.models.base import ModelSpec
+from gpu_worker.models.hf_base import HFAdapter, majority_answer
+from gpu_worker.models.registry import register
 
 SPEC = register(ModelSpec(
     key="blip", family="blip", task="generate", default_source="Salesforce/blip-vqa-base",
@@ -34,12 +31,10 @@ SPEC = register(ModelSpec(
                     "freeze_encoder": False, "seed": 0, "num_beams": 3, "max_new_tokens": 10}))
 
 
-def majority_answer(item: dict) -> str:
-    counts = Counter(normalize_answer(a) for a in item.get("answers") or [])
-    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[0][0] if counts else ""
+class BlipAdapter(HFAdapter):
+    default_key = "blip"
+    count_key = "q"
 
-
-class BlipAdapter(VQAAdapter):
     def __init__(self, spec, model, processor, device=None, params=None):
         super().__init__(spec, device, params)
         self.model = model.to(self.device)
@@ -49,17 +44,7 @@ class BlipAdapter(VQAAdapter):
         self.bos, self.pad, self.eos = tc.bos_token_id, tc.pad_token_id, tc.sep_token_id
 
     @classmethod
-    def create(cls, spec, items, image_root, params, source=None, device=None):
-        return cls._from(source or spec.default_source, spec, device, params)
-
-    @classmethod
-    def load(cls, folder_or_hub_id, device=None, **opts):
-        meta = read_piggyback_json(folder_or_hub_id) if os.path.isdir(folder_or_hub_id) else {}
-        spec = get_spec(opts.get("model_key") or meta.get("model_key") or "blip")
-        return cls._from(folder_or_hub_id, spec, device, meta.get("params") or opts.get("params"))
-
-    @classmethod
-    def _from(cls, src, spec, device, params):
+    def from_source(cls, src, spec, device, params, items=None):
         from transformers import AutoProcessor, BlipForQuestionAnswering
 
         return cls(spec, BlipForQuestionAnswering.from_pretrained(src), AutoProcessor.from_pretrained(src),
@@ -80,13 +65,6 @@ class BlipAdapter(VQAAdapter):
             a[0] = self.bos  # the decoder starts from [DEC], not [CLS]
         return {"pixels": self._pixels(images), "img_idx": img_idx, "sizes": [im.size for im in images],
                 "q": self._ids([it["question"] for it in items]), "a": answers}
-
-    def batches(self, encoded, batch_size, shuffle, generator=None):
-        for idx in hc.index_batches(len(encoded["q"]), batch_size, shuffle, generator):
-            yield self._collate(encoded, idx)
-
-    def num_batches(self, encoded, batch_size):
-        return -(-len(encoded["q"]) // batch_size)
 
     def _collate(self, enc, idx):
         q = hc.pad_stack([enc["q"][i] for i in idx], self.pad)
@@ -135,8 +113,16 @@ class BlipAdapter(VQAAdapter):
             paths, images, img_idx = hc.load_images(chunk, image_root)
             enc = {"pixels": self._pixels(images), "img_idx": img_idx, "sizes": [im.size for im in images],
                    "q": self._ids([it["question"] for it in chunk])}
-            results.extend(self._predict_batch(self._collate(enc, torch.arange(len(chunk))), top_k, explain,
-                                               settings))
+            # One batch per question length: transformers 5.23's BLIP text decoder drops the cross-attention
+            # mask (BlipTextLayer passes it as ``attention_mask``, which BlipTextAttention ignores for
+            # cross-attention), so padded questions would change the answer; unpadded groups answer exactly
+            # like the one-question recipe.
+            out: list = [None] * len(chunk)
+            for idx in _same_length_groups(enc["q"]):
+                for i, r in zip(idx, self._predict_batch(self._collate(enc, torch.tensor(idx)), top_k, explain,
+                                                         settings)):
+                    out[i] = r
+            results.extend(out)
         return results
 
     def _predict_batch(self, batch, top_k, explain, settings):
@@ -170,13 +156,10 @@ class BlipAdapter(VQAAdapter):
             res.append(r)
         return res
 
-    # ---- persistence ----------------------------------------------------------------------
-    def save(self, folder):
-        os.makedirs(folder, exist_ok=True)
-        self.model.save_pretrained(folder)
-        self.processor.save_pretrained(folder)
-        write_piggyback_json(folder, self.spec, params=_jsonable(self.params))
 
-
-def _jsonable(params: dict) -> dict:
-    return {k: v for k, v in (params or {}).items() if isinstance(v, (str, int, float, bool, type(None)))}
+def _same_length_groups(seqs: list) -> list[list[int]]:
+    """Indices of ``seqs`` grouped by length (groups in order of first appearance)."""
+    groups: dict[int, list[int]] = {}
+    for i, s in enumerate(seqs):
+        groups.setdefault(int(s.shape[0]), []).append(i)
+    return list(groups.values())

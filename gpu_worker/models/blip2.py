@@ -13,14 +13,12 @@ trains only the Q-Former, its query tokens and the language projection (the LM a
 """
 from __future__ import annotations
 
-import os
-
 import torch
 
 from gpu_worker.models import hf_common as hc
-from gpu_worker.models.base import ModelSpec, VQAAdapter, read_piggyback_json, write_piggyback_json
-from gpu_worker.models.blip import _jsonable, majority_answer
-from gpu_worker.models.registry import get_spec, register
+from gpu_worker.models.base import ModelSpec
+from gpu_worker.models.hf_base import HFAdapter, majority_answer
+from gpu_worker.models.registry import register
 
 PROMPT = "Question: {q} Answer:"
 
@@ -35,7 +33,10 @@ SPEC = register(ModelSpec(
                     "freeze_encoder": True, "seed": 0, "num_beams": 3, "max_new_tokens": 10}))
 
 
-class Blip2Adapter(VQAAdapter):
+class Blip2Adapter(HFAdapter):
+    default_key = "blip2"
+    count_key = "prompts"
+
     def __init__(self, spec, model, processor, device=None, params=None):
         super().__init__(spec, device, params)
         self.model = model.to(self.device)
@@ -45,20 +46,12 @@ class Blip2Adapter(VQAAdapter):
         self.image_token = model.config.image_token_id
         self.num_query = model.config.num_query_tokens
         self.pad = self.tokenizer.pad_token_id
-        self.eos = self.tokenizer.eos_token_id
+        # the checkpoint's stop tokens (OPT: the newline, 50118), first one ends every training answer
+        self.stops = hc.stop_token_ids(model, self.tokenizer.eos_token_id)
+        self.eos = self.stops[0]
 
     @classmethod
-    def create(cls, spec, items, image_root, params, source=None, device=None):
-        return cls._from(source or spec.default_source, spec, device, params)
-
-    @classmethod
-    def load(cls, folder_or_hub_id, device=None, **opts):
-        meta = read_piggyback_json(folder_or_hub_id) if os.path.isdir(folder_or_hub_id) else {}
-        spec = get_spec(opts.get("model_key") or meta.get("model_key") or "blip2")
-        return cls._from(folder_or_hub_id, spec, device, meta.get("params") or opts.get("params"))
-
-    @classmethod
-    def _from(cls, src, spec, device, params):
+    def from_source(cls, src, spec, device, params, items=None):
         from transformers import AutoProcessor, Blip2ForConditionalGeneration
 
         dev = torch.device(device) if device else None
@@ -93,9 +86,6 @@ class Blip2Adapter(VQAAdapter):
             mask = hc.pad_stack([torch.ones_like(x) for x in ids], 0)
             yield {"input_ids": input_ids, "attention_mask": mask, "labels": hc.pad_stack(labels, -100),
                    "pixel_values": encoded["pixels"][encoded["img_idx"][idx]]}
-
-    def num_batches(self, encoded, batch_size):
-        return -(-len(encoded["prompts"]) // batch_size)
 
     # ---- training -------------------------------------------------------------------------
     def training_loss(self, batch):
@@ -139,9 +129,9 @@ class Blip2Adapter(VQAAdapter):
             out = self.model.generate(pixel_values=pixels, input_ids=ids, attention_mask=mask,
                                       num_beams=settings["num_beams"], num_return_sequences=n,
                                       max_new_tokens=settings["max_new_tokens"], do_sample=False,
-                                      pad_token_id=self.pad, eos_token_id=self.eos)
+                                      pad_token_id=self.pad)
             new = out[:, ids.shape[1]:] if out.shape[1] > ids.shape[1] else out[:, :0]
-            new = _after_eos_pad(new, self.eos, self.pad)
+            new = hc.cut_after_stop(new, self.stops, self.pad)
             full = torch.cat([ids.repeat_interleave(n, 0), new], 1)
             fmask = torch.cat([mask.repeat_interleave(n, 0), (new != self.pad).long()], 1)
             logits = self.model(pixel_values=pixels.repeat_interleave(n, 0), input_ids=full,
@@ -171,17 +161,3 @@ class Blip2Adapter(VQAAdapter):
         if not layers:
             return None
         return layers[-1].float().mean(dim=(1, 2))[:, 1:]  # heads, queries; drop the image CLS position
-
-    # ---- persistence ----------------------------------------------------------------------
-    def save(self, folder):
-        os.makedirs(folder, exist_ok=True)
-        self.model.save_pretrained(folder)
-        self.processor.save_pretrained(folder)
-        write_piggyback_json(folder, self.spec, params=_jsonable(self.params))
-
-
-def _after_eos_pad(seqs: torch.Tensor, eos: int, pad: int) -> torch.Tensor:
-    """Replace everything after the first end-of-sequence token by padding (keep the eos itself)."""
-    seen = torch.cumsum((seqs == eos).long(), 1)
-    after = (seen - (seqs == eos).long()) > 0
-    return seqs.masked_fill(after, pad)

@@ -14,14 +14,14 @@ The default weights are ``florence-community/Florence-2-base-ft`` (the conversio
 """
 from __future__ import annotations
 
-import os
+import contextlib
 
 import torch
 
 from gpu_worker.models import hf_common as hc
-from gpu_worker.models.base import ModelSpec, VQAAdapter, read_piggyback_json, write_piggyback_json
-from gpu_worker.models.blip import _jsonable, majority_answer
-from gpu_worker.models.registry import get_spec, register
+from gpu_worker.models.base import ModelSpec
+from gpu_worker.models.hf_base import HFAdapter, majority_answer
+from gpu_worker.models.registry import register
 
 SPEC = register(ModelSpec(
     key="florence2", family="florence2", task="generate", default_source="florence-community/Florence-2-base-ft",
@@ -36,7 +36,10 @@ SPEC = register(ModelSpec(
                     "max_new_tokens": 10}))
 
 
-class Florence2Adapter(VQAAdapter):
+class Florence2Adapter(HFAdapter):
+    default_key = "florence2"
+    count_key = "prompts"
+
     def __init__(self, spec, model, processor, device=None, params=None):
         super().__init__(spec, device, params)
         self.model = model.to(self.device)
@@ -48,17 +51,7 @@ class Florence2Adapter(VQAAdapter):
         self.pad = self.tokenizer.pad_token_id
 
     @classmethod
-    def create(cls, spec, items, image_root, params, source=None, device=None):
-        return cls._from(source or spec.default_source, spec, device, params)
-
-    @classmethod
-    def load(cls, folder_or_hub_id, device=None, **opts):
-        meta = read_piggyback_json(folder_or_hub_id) if os.path.isdir(folder_or_hub_id) else {}
-        spec = get_spec(opts.get("model_key") or meta.get("model_key") or "florence2")
-        return cls._from(folder_or_hub_id, spec, device, meta.get("params") or opts.get("params"))
-
-    @classmethod
-    def _from(cls, src, spec, device, params):
+    def from_source(cls, src, spec, device, params, items=None):
         from transformers import AutoProcessor, Florence2ForConditionalGeneration
 
         return cls(spec, Florence2ForConditionalGeneration.from_pretrained(src), AutoProcessor.from_pretrained(src),
@@ -85,9 +78,6 @@ class Florence2Adapter(VQAAdapter):
             yield {"input_ids": ids, "attention_mask": (ids != self.pad).long(),
                    "labels": hc.pad_stack([encoded["answers"][i] for i in idx], -100),
                    "pixel_values": encoded["pixels"][encoded["img_idx"][idx]]}
-
-    def num_batches(self, encoded, batch_size):
-        return -(-len(encoded["prompts"]) // batch_size)
 
     # ---- training -------------------------------------------------------------------------
     def training_loss(self, batch):
@@ -125,7 +115,7 @@ class Florence2Adapter(VQAAdapter):
             seqs = self.model.generate(input_ids=ids, attention_mask=mask, pixel_values=pixels,
                                        num_beams=settings["num_beams"], num_return_sequences=n,
                                        max_new_tokens=settings["max_new_tokens"], do_sample=False)
-            ctx = hc.eager_attention(self.model) if explain else _nullctx()
+            ctx = hc.eager_attention(self.model) if explain else contextlib.nullcontext()
             with ctx:
                 out = self.model(input_ids=ids.repeat_interleave(n, 0), attention_mask=mask.repeat_interleave(n, 0),
                                  pixel_values=pixels.repeat_interleave(n, 0), decoder_input_ids=seqs,
@@ -149,13 +139,6 @@ class Florence2Adapter(VQAAdapter):
             res.append(r)
         return res
 
-    # ---- persistence ----------------------------------------------------------------------
-    def save(self, folder):
-        os.makedirs(folder, exist_ok=True)
-        self.model.save_pretrained(folder)
-        self.processor.save_pretrained(folder)
-        write_piggyback_json(folder, self.spec, params=_jsonable(self.params))
-
 
 def _decoder_mask(seqs, pad):
     """1 up to and including the first end token; the decoder start token equals eos in BART, so only
@@ -164,10 +147,3 @@ def _decoder_mask(seqs, pad):
     m[:, 0] = 1
     return m
 
-
-class _nullctx:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False

@@ -9,6 +9,7 @@ import contextlib
 import json
 import math
 import os
+import re
 from collections import Counter
 from typing import Iterable
 
@@ -49,6 +50,45 @@ def soft_targets(items: list, label2id: dict) -> torch.Tensor:
             if a in label2id:
                 out[i, label2id[a]] = vqa_soft_score(int(round(c * scale)))
     return out
+
+
+def pretrained_answers(config, folder: str | None = None) -> dict[str, int]:
+    """{answer: row} of a checkpoint's answer head, {} when its labels carry no answer strings.
+
+    ``config.id2label`` when it names the answers (not transformers' placeholder ``LABEL_<i>``), else a
+    ``trainval_label2ans.json`` list beside the weights (how LXMERT's VQA answers are published)."""
+    labels = {int(k): str(v) for k, v in (getattr(config, "id2label", None) or {}).items()}
+    if labels and not all(re.fullmatch(r"LABEL_\d+", v) for v in labels.values()):
+        return {v: k for k, v in labels.items()}
+    path = os.path.join(str(folder), "trainval_label2ans.json") if folder else ""
+    if path and os.path.isfile(path):
+        with open(path, encoding="utf-8") as fh:
+            names = json.load(fh)
+        if isinstance(names, list):
+            return {str(a): i for i, a in enumerate(names)}
+    return {}
+
+
+def resize_answer_rows(last: torch.nn.Linear, known: dict[str, int], answers: list[str],
+                       init=None) -> torch.nn.Linear:
+    """A new output layer for ``answers``: an answer the old head knew (by STRING) keeps its trained row,
+    every other answer starts fresh (``init(layer)``, else torch's default initialisation)."""
+    new = torch.nn.Linear(last.in_features, len(answers))
+    if init is not None:
+        init(new)
+    new.to(device=last.weight.device, dtype=last.weight.dtype)
+    with torch.no_grad():
+        for i, a in enumerate(answers):
+            j = known.get(a)
+            if j is not None and j < last.out_features:
+                new.weight[i] = last.weight[j]
+                new.bias[i] = last.bias[j]
+    return new
+
+
+def set_answer_labels(config, answers: list[str]) -> None:
+    config.id2label = {i: a for i, a in enumerate(answers)}
+    config.label2id = {a: i for i, a in enumerate(answers)}
 
 
 def topk_from_probs(probs: torch.Tensor, id2label: dict, k: int) -> list[list[dict]]:
@@ -169,11 +209,38 @@ def sequence_logprobs(logits: torch.Tensor, targets: torch.Tensor, ignore_ids: I
     return (tok * mask).sum(-1)
 
 
+def stop_token_ids(model, fallback: int | None = None) -> list[int]:
+    """The checkpoint's own stop tokens: ``generation_config.eos_token_id`` (an id or a list), else the
+    text config's ``eos_token_id``, else ``fallback``. OPT-based BLIP-2 stops at the newline (50118), not
+    at ``</s>``; PiggyBack must stop, train and cut where the checkpoint does."""
+    for source in (getattr(model, "generation_config", None), getattr(model.config, "text_config", None),
+                   model.config):
+        ids = getattr(source, "eos_token_id", None) if source is not None else None
+        if ids is not None:
+            return [int(i) for i in (ids if isinstance(ids, (list, tuple)) else [ids])]
+    return [] if fallback is None else [int(fallback)]
+
+
+def cut_after_stop(seqs: torch.Tensor, stop_ids: Iterable[int], pad: int) -> torch.Tensor:
+    """Replace everything after the first stop token of each row by padding (the stop token stays)."""
+    is_stop = torch.zeros_like(seqs, dtype=torch.bool)
+    for i in stop_ids:
+        is_stop |= seqs == int(i)
+    seen = torch.cumsum(is_stop.long(), 1) - is_stop.long()
+    return seqs.masked_fill(seen > 0, pad)
+
+
 def gen_settings(params: dict, gen: dict, k: int) -> dict:
-    beams = int(gen.get("num_beams") or params.get("num_beams") or 3)
-    beams = max(beams, min(k, 5))
-    return {"num_beams": beams, "num_return_sequences": max(1, min(k, beams)),
-            "max_new_tokens": int(gen.get("max_new_tokens") or params.get("max_new_tokens") or 10)}
+    """Beam width / answer length for one prediction call: the request's values, else the model's
+    params, resolved and clamped by the registry's one resolver (``resolve_generation``); the beam is
+    widened to return up to five candidates for top-k."""
+    from gpu_worker.models.registry import resolve_generation
+
+    merged = {name: gen.get(name) or params.get(name) for name in ("num_beams", "max_new_tokens")}
+    resolved = resolve_generation(dict(merged, top_k=k), "generate")
+    beams = max(resolved["num_beams"], min(resolved["top_k"], 5))
+    return {"num_beams": beams, "num_return_sequences": max(1, min(resolved["top_k"], beams)),
+            "max_new_tokens": resolved["max_new_tokens"]}
 
 
 # ---- batching ---------------------------------------------------------------------------------

@@ -12,11 +12,10 @@ import os
 
 import torch
 
-from gpu_worker import features as F
 from gpu_worker.models import hf_common as hc
-from gpu_worker.models.base import ModelSpec, VQAAdapter, read_piggyback_json, write_piggyback_json
-from gpu_worker.models.registry import get_spec, register
-from gpu_worker.models.visualbert import _jsonable, _tokenizer, build_extractor, region_features
+from gpu_worker.models.base import ModelSpec
+from gpu_worker.models.regions import RegionAdapter
+from gpu_worker.models.registry import register
 
 SPEC = register(ModelSpec(
     key="lxmert", family="lxmert", task="classify", default_source="unc-nlp/lxmert-base-uncased",
@@ -29,62 +28,40 @@ SPEC = register(ModelSpec(
                     "freeze_encoder": False, "seed": 0, "feature_extractor": "grid", "feature_grid": 6}))
 
 
-class LxmertAdapter(VQAAdapter):
-    def __init__(self, spec, model, tokenizer, extractor, device=None, params=None):
-        super().__init__(spec, device, params)
-        self.model = model.to(self.device)
-        self.tokenizer = tokenizer
-        self.extractor = extractor
-        self.id2label = {int(k): v for k, v in model.config.id2label.items()}
-        self.label2id = {v: k for k, v in self.id2label.items()}
-        self.max_text = min(40, int(model.config.max_position_embeddings))
+def resize_answer_head(model, answers: list[str], folder: str | None = None) -> None:
+    """Size the answer head to ``answers`` BY STRING: answers in the checkpoint's label set keep their
+    trained rows, new ones start fresh (transformers' ``resize_num_qa_labels`` keeps rows by POSITION,
+    so new answer i would inherit pretrained answer i's weights)."""
+    known = hc.pretrained_answers(model.config, folder)
+    head = model.answer_head.logit_fc
+    head[-1] = hc.resize_answer_rows(head[-1], known, answers, init=model._init_weights)
+    model.config.num_qa_labels = model.num_qa_labels = len(answers)
+    hc.set_answer_labels(model.config, answers)
+
+
+class LxmertAdapter(RegionAdapter):
+    default_key = "lxmert"
 
     @classmethod
-    def create(cls, spec, items, image_root, params, source=None, device=None):
-        from transformers import AutoTokenizer, LxmertForQuestionAnswering
+    def model_class(cls):
+        from transformers import LxmertForQuestionAnswering
 
-        src = source or spec.default_source
-        answers = hc.build_answer_vocab(items, int(params.get("max_answers", 3129)))
-        model = LxmertForQuestionAnswering.from_pretrained(src)
-        model.resize_num_qa_labels(len(answers))
-        model.config.id2label = {i: a for i, a in enumerate(answers)}
-        model.config.label2id = {a: i for i, a in enumerate(answers)}
-        tokenizer = _tokenizer(src, AutoTokenizer)
-        extractor = build_extractor(params, model.config.visual_feat_dim, device)
-        return cls(spec, model, tokenizer, extractor, device, params)
+        return LxmertForQuestionAnswering
 
     @classmethod
-    def load(cls, folder_or_hub_id, device=None, **opts):
-        from transformers import AutoTokenizer, LxmertForQuestionAnswering
+    def visual_dim(cls, config):
+        return config.visual_feat_dim
 
-        meta = read_piggyback_json(folder_or_hub_id) if os.path.isdir(folder_or_hub_id) else {}
-        spec = get_spec(opts.get("model_key") or meta.get("model_key") or "lxmert")
-        params = dict(meta.get("params") or opts.get("params") or {})
-        model = LxmertForQuestionAnswering.from_pretrained(folder_or_hub_id)
-        tokenizer = _tokenizer(folder_or_hub_id, AutoTokenizer)
-        if os.path.isfile(os.path.join(str(folder_or_hub_id), F.EXTRACTOR_FILE)):
-            extractor = F.load_extractor(folder_or_hub_id, device=device)
-        else:
-            extractor = build_extractor(params, model.config.visual_feat_dim, device)
-        return cls(spec, model, tokenizer, extractor, device, params)
+    @classmethod
+    def resize_head(cls, model, answers, src):
+        resize_answer_head(model, answers, src if os.path.isdir(str(src)) else None)
 
     # ---- encoding -------------------------------------------------------------------------
     def encode(self, items, image_root):
-        enc = region_features(self.extractor, items, image_root, self.params.get("feature_cache_dir"))
+        enc = super().encode(items, image_root)
         scale = torch.tensor([[w, h, w, h] for w, h in enc["sizes"]], dtype=torch.float).unsqueeze(1)
-        enc["pos"] = (enc["boxes"] / scale).clamp(0, 1)
-        tok = self.tokenizer([it["question"] for it in items], truncation=True, max_length=self.max_text)
-        enc["ids"] = [torch.tensor(x, dtype=torch.long) for x in tok["input_ids"]]
-        if any(it.get("answers") for it in items):
-            enc["targets"] = hc.soft_targets(items, self.label2id)
+        enc["pos"] = (enc["boxes"] / scale).clamp(0, 1)   # LXMERT also reads where each region is
         return enc
-
-    def batches(self, encoded, batch_size, shuffle, generator=None):
-        for idx in hc.index_batches(len(encoded["ids"]), batch_size, shuffle, generator):
-            yield self._collate(encoded, idx)
-
-    def num_batches(self, encoded, batch_size):
-        return -(-len(encoded["ids"]) // batch_size)
 
     def _collate(self, enc, idx):
         ids = hc.pad_stack([enc["ids"][i] for i in idx], self.tokenizer.pad_token_id)
@@ -102,12 +79,14 @@ class LxmertAdapter(VQAAdapter):
                           output_attentions=output_attentions)
 
     # ---- training -------------------------------------------------------------------------
+    # Copied from gpu_worker.models.visualbert.VisualBertAdapter.training_loss with .logits->.question_answering_score
     def training_loss(self, batch):
         with hc.autocast(self.device):
             logits = self._forward(batch).question_answering_score
         targets = batch["targets"].to(self.device)
         return torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), targets) * targets.shape[1]
 
+    # Copied from gpu_worker.models.visualbert.VisualBertAdapter.trainable_parameters with visual_bert->lxmert, cls->answer_head
     def trainable_parameters(self):
         if self.params.get("freeze_encoder"):
             for p in self.model.lxmert.parameters():
@@ -134,12 +113,3 @@ class LxmertAdapter(VQAAdapter):
                     r["regions"] = hc.box_regions(att, batch["boxes"][b])
                 results.append(r)
         return results
-
-    # ---- persistence ----------------------------------------------------------------------
-    def save(self, folder):
-        os.makedirs(folder, exist_ok=True)
-        self.model.save_pretrained(folder)
-        self.tokenizer.save_pretrained(folder)
-        self.extractor.save(folder)
-        write_piggyback_json(folder, self.spec, params=_jsonable(self.params),
-                             features=self.extractor.describe())

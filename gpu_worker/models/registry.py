@@ -104,21 +104,128 @@ def get_adapter_class(key: str) -> type[VQAAdapter]:
     return cls
 
 
+# Generation settings of generative models: ONE set of limits for training (validation answers), the
+# start page, single questions and batch evaluations. "default" is used when a request leaves one out.
+GEN_LIMITS = {
+    "num_beams": {"min": 1, "max": 8, "type": "int", "default": 3},
+    "max_new_tokens": {"min": 1, "max": 64, "type": "int", "default": 10},
+}
+TOP_K_LIMITS = {"min": 1, "max": 20, "type": "int", "default": 5}
+# Model-specific keys seen in default_params without a generic limit: sane bounds by name.
+EXTRA_LIMITS = {
+    "image_size": {"min": 16, "max": 1024, "type": "int"},
+    "predict_batch_size": {"min": 1, "max": 4096, "type": "int"},
+    "max_grad_norm": {"min": 0.0, "max": 1000.0, "type": "float"},
+    "max_answers": {"min": 2, "max": 100_000, "type": "int"},
+}
+
+
+def param_limits(defaults: dict, task: str) -> dict:
+    """{name: limits} of every training parameter a model with these defaults and task accepts."""
+    limits = dict(PARAM_LIMITS)
+    if task == "generate":
+        limits.update({k: {n: v for n, v in lim.items() if n != "default"} for k, lim in GEN_LIMITS.items()})
+    for name, default in (defaults or {}).items():
+        if name in limits:
+            continue
+        if name in EXTRA_LIMITS:
+            limits[name] = EXTRA_LIMITS[name]
+        elif isinstance(default, bool):
+            limits[name] = {"type": "bool"}
+        elif isinstance(default, int):
+            limits[name] = {"min": 0, "max": 1_000_000, "type": "int"}
+        elif isinstance(default, float):
+            limits[name] = {"min": 0.0, "max": 1_000_000.0, "type": "float"}
+        else:
+            limits[name] = {"type": "str"}
+    return limits
+
+
+def apply_preset(defaults: dict, preset: str | None) -> dict:
+    """A model's defaults overlaid by a preset. Presets are tuned for the default model: "quick" never
+    trains a family longer than its own default, "thorough" never shorter. Raises ValueError (unknown)."""
+    out = dict(defaults or {})
+    if not preset:
+        return out
+    if preset not in PRESETS:
+        raise ValueError(f"Unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    for name, value in PRESETS[preset].items():
+        if name == "epochs" and name in out:
+            value = min(value, out[name]) if preset == "quick" else max(value, out[name])
+        out[name] = value
+    return out
+
+
+def resolve_training_params(defaults: dict, task: str, params: dict | None = None, preset: str | None = None,
+                            *, strict: bool = False) -> tuple[dict, dict]:
+    """THE parameter resolver (page, API and worker): ``defaults`` -> preset -> explicit ``params``, each
+    value coerced and checked against its limits. Returns (params, errors): errors maps a field to
+    ``(kind, detail, limits)`` with kind "preset" | "unknown" | "range" | "value". ``strict`` rejects
+    names the model does not know (user input); otherwise they pass through (worker options).
+    An empty value keeps the default (an optional parameter is dropped)."""
+    errors: dict = {}
+    try:
+        out = apply_preset(defaults, preset)
+    except ValueError as exc:
+        out, errors["preset"] = dict(defaults or {}), ("preset", str(exc), {})
+    limits = param_limits(defaults, task)
+    for name, value in (params or {}).items():
+        if name not in limits and strict:
+            errors[name] = ("unknown", ", ".join(sorted(limits)), {})
+            continue
+        if value is None or value == "":
+            if limits.get(name, {}).get("optional"):
+                out.pop(name, None)
+                continue
+            if name in out:
+                continue
+        out[name] = value
+    for name in list(out):
+        if name not in limits or name in errors:
+            continue
+        if out[name] is None and limits[name].get("optional"):
+            continue
+        try:
+            out[name] = coerce_param(out[name], limits[name])
+        except OutOfRange as exc:
+            errors[name] = ("range", str(exc), limits[name])
+        except ValueError as exc:
+            errors[name] = ("value", str(exc), limits[name])
+    return out, errors
+
+
 def resolve_params(key: str, params: dict | None = None, preset: str | None = None) -> dict:
-    """Spec defaults, overlaid by a preset, overlaid by explicit params, then validated."""
+    """The worker's entry to :func:`resolve_training_params` for a registered model key; raises
+    ValueError naming the first bad parameter."""
     spec = get_spec(key)
-    out = dict(spec.default_params)
-    if preset:
-        if preset not in PRESETS:
-            raise ValueError(f"Unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-        for name, value in PRESETS[preset].items():
-            # presets are tuned for the default model; a "quick" preset never trains a family longer
-            # than its own default, a "thorough" one never shorter
-            if name == "epochs" and name in out:
-                value = min(value, out[name]) if preset == "quick" else max(value, out[name])
-            out[name] = value
-    out.update({k: v for k, v in (params or {}).items() if v is not None})
-    return validate_params(out)
+    out, errors = resolve_training_params(spec.default_params, spec.task, params, preset)
+    for name, (kind, detail, lim) in errors.items():
+        if kind == "preset":
+            raise ValueError(detail)
+        if kind == "range":
+            raise ValueError(f"Parameter {name!r} must be between {lim['min']} and {lim['max']}, got {detail[4:]}")
+        raise ValueError(f"Parameter {name!r} {detail}")
+    return out
+
+
+def resolve_generation(params: dict | None, task: str) -> dict:
+    """top_k for every model and, for generative ones, num_beams / max_new_tokens: defaults for missing
+    values, clamped into GEN_LIMITS / TOP_K_LIMITS. Raises ValueError(name, message) on a non-number."""
+    raw = params or {}
+
+    def one(name, lim):
+        value = raw.get(name)
+        if value in (None, ""):
+            return lim["default"]
+        try:
+            return max(lim["min"], min(lim["max"], int(value)))
+        except (TypeError, ValueError):
+            raise ValueError(name, f"{name.replace('_', ' ')} must be a whole number.") from None
+
+    out = {"top_k": one("top_k", TOP_K_LIMITS)}
+    if task == "generate":
+        out.update({name: one(name, lim) for name, lim in GEN_LIMITS.items()})
+    return out
 
 
 class OutOfRange(ValueError):
@@ -208,7 +315,24 @@ def _hub_reachable(repo_id: str) -> bool:
 
 
 def availability(spec: ModelSpec) -> dict:
-    """{"available": bool, "reason": str}; never blocks long (offline checks unless HF_HUB_OFFLINE=0)."""
+    """{"available": bool, "reason": str}; never blocks long (offline checks unless HF_HUB_OFFLINE=0).
+
+    A family that needs region features is available only when its feature extractor's pretrained
+    weights are present too (no random stand-in is ever used)."""
+    info = _weights_availability(spec)
+    if info["available"] and spec.needs_features:
+        from gpu_worker.features import backbone_status, detector_status
+
+        status = backbone_status(spec.default_params.get("feature_backbone"))
+        if spec.default_params.get("feature_extractor") == "detector":
+            status = detector_status()
+        if not status["available"]:
+            return {"available": False, "reason": "Its image-region features cannot be computed: " + status["reason"]}
+        info = {"available": True, "reason": info["reason"] + " Region features: " + status["reason"]}
+    return info
+
+
+def _weights_availability(spec: ModelSpec) -> dict:
     if spec.family == "baseline" or not spec.default_source:
         return {"available": True, "reason": "Trained from scratch; no download needed."}
     src = spec.default_source

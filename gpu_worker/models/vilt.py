@@ -13,13 +13,12 @@ boxes of the original image.
 """
 from __future__ import annotations
 
-import os
-
 import torch
 
 from gpu_worker.models import hf_common as hc
-from gpu_worker.models.base import ModelSpec, VQAAdapter, read_piggyback_json, write_piggyback_json
-from gpu_worker.models.registry import get_spec, register
+from gpu_worker.models.base import ModelSpec
+from gpu_worker.models.hf_base import HFAdapter
+from gpu_worker.models.registry import register
 
 _PARAMS = {"epochs": 10, "learning_rate": 5e-5, "batch_size": 32, "warmup_ratio": 0.1, "weight_decay": 0.01,
            "val_fraction": 0.1, "patience": 3, "grad_accum_steps": 1, "freeze_encoder": False, "seed": 0}
@@ -38,7 +37,9 @@ VILT_VQA = register(ModelSpec(
     adapter_path="gpu_worker.models.vilt:ViltAdapter", default_params=dict(_PARAMS, epochs=5, learning_rate=2e-5)))
 
 
-class ViltAdapter(VQAAdapter):
+class ViltAdapter(HFAdapter):
+    default_key = "vilt-vqa"
+
     def __init__(self, spec, model, processor, device=None, params=None):
         super().__init__(spec, device, params)
         self.model = model.to(self.device)
@@ -51,28 +52,19 @@ class ViltAdapter(VQAAdapter):
 
     # ---- construction ---------------------------------------------------------------------
     @classmethod
-    def create(cls, spec, items, image_root, params, source=None, device=None):
-        from transformers import AutoProcessor, ViltForQuestionAnswering
-
-        src = source or spec.default_source
-        answers = hc.build_answer_vocab(items, int(params.get("max_answers", 3129)))
-        processor = AutoProcessor.from_pretrained(src)
-        model = ViltForQuestionAnswering.from_pretrained(src)
-        _resize_head(model, answers)
-        return cls(spec, model, processor, device, params)
+    def key_for_source(cls, src):
+        """A hub id: the spec whose default weights these are (fine-tuned VQA head otherwise)."""
+        return "vilt" if src == VILT.default_source else "vilt-vqa"
 
     @classmethod
-    def load(cls, folder_or_hub_id, device=None, **opts):
+    def from_source(cls, src, spec, device, params, items=None):
         from transformers import AutoProcessor, ViltForQuestionAnswering
 
-        meta = read_piggyback_json(folder_or_hub_id) if os.path.isdir(folder_or_hub_id) else {}
-        key = opts.get("model_key") or meta.get("model_key")
-        if not key:  # a hub id: the spec whose default weights these are (fine-tuned VQA head otherwise)
-            key = "vilt" if folder_or_hub_id == VILT.default_source else "vilt-vqa"
-        spec = get_spec(key)
-        model = ViltForQuestionAnswering.from_pretrained(folder_or_hub_id)
-        processor = AutoProcessor.from_pretrained(folder_or_hub_id)
-        return cls(spec, model, processor, device, meta.get("params") or opts.get("params"))
+        processor = AutoProcessor.from_pretrained(src)
+        model = ViltForQuestionAnswering.from_pretrained(src)
+        if items is not None:
+            resize_classifier(model, hc.build_answer_vocab(items, int(params.get("max_answers", 3129))))
+        return cls(spec, model, processor, device, params)
 
     # ---- encoding -------------------------------------------------------------------------
     def _pixels(self, images):
@@ -91,13 +83,6 @@ class ViltAdapter(VQAAdapter):
         return {"pixels": self._pixels(images), "sizes": [im.size for im in images], "img_idx": img_idx,
                 "ids": self._tokens([it["question"] for it in items]),
                 "targets": hc.soft_targets(items, self.label2id)}
-
-    def batches(self, encoded, batch_size, shuffle, generator=None):
-        for idx in hc.index_batches(len(encoded["ids"]), batch_size, shuffle, generator):
-            yield self._collate(encoded, idx)
-
-    def num_batches(self, encoded, batch_size):
-        return -(-len(encoded["ids"]) // batch_size)
 
     def _collate(self, enc, idx):
         ids = hc.pad_stack([enc["ids"][i] for i in idx], self.tokenizer.pad_token_id)
@@ -176,31 +161,13 @@ class ViltAdapter(VQAAdapter):
                 r["regions"] = hc.grid_regions(grid, gh, gw, batch["sizes"][b], covered_wh=(mw, mh))
         return res
 
-    # ---- persistence ----------------------------------------------------------------------
-    def save(self, folder):
-        os.makedirs(folder, exist_ok=True)
-        self.model.save_pretrained(folder)
-        self.processor.save_pretrained(folder)
-        write_piggyback_json(folder, self.spec, params=_jsonable(self.params))
 
-
-def _resize_head(model, answers: list[str]) -> None:
-    """Make the classifier predict exactly ``answers``; copy rows of answers the old head knew."""
-    old = {v: int(k) for k, v in model.config.id2label.items()}
+def resize_classifier(model, answers: list[str]) -> None:
+    """Make the classifier predict exactly ``answers``; rows of answers the old head knew are kept."""
     last = model.classifier[-1]
-    new = torch.nn.Linear(last.in_features, len(answers))
-    new.to(device=last.weight.device, dtype=last.weight.dtype)
-    with torch.no_grad():
-        for i, a in enumerate(answers):
-            if a in old and old[a] < last.out_features and len(old) == last.out_features:
-                new.weight[i] = last.weight[old[a]]
-                new.bias[i] = last.bias[old[a]]
-    model.classifier[-1] = new
-    model.config.id2label = {i: a for i, a in enumerate(answers)}
-    model.config.label2id = {a: i for i, a in enumerate(answers)}
+    known = hc.pretrained_answers(model.config) if len(model.config.id2label) == last.out_features else {}
+    model.classifier[-1] = hc.resize_answer_rows(last, known, answers)
+    hc.set_answer_labels(model.config, answers)
     model.config.num_labels = len(answers)
     model.num_labels = len(answers)
 
-
-def _jsonable(params: dict) -> dict:
-    return {k: v for k, v in (params or {}).items() if isinstance(v, (str, int, float, bool, type(None)))}

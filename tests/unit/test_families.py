@@ -12,7 +12,7 @@ from PIL import Image
 from gpu_worker.easyvqa import load_items
 from gpu_worker.models import hf_common as hc
 from gpu_worker.models.registry import availability, get_adapter_class, get_spec
-from gpu_worker.models.tiny import FAMILIES, make_tiny_checkpoint
+from gpu_worker.models.tiny import FAMILIES, make_tiny_backbone, make_tiny_checkpoint
 
 CASES = [("vilt", "vilt"), ("visualbert", "visualbert"), ("lxmert", "lxmert"), ("blip", "blip"),
          ("blip2", "blip2"), ("florence2", "florence2")]
@@ -35,6 +35,8 @@ def test_family_end_to_end(family, key, data, tmp_path):
     params = {"epochs": 1, "batch_size": 8, "learning_rate": 1e-3, "val_fraction": 0.25, "patience": 0,
               "warmup_ratio": 0.0, "feature_cache_dir": str(tmp_path / "features"), "num_beams": 2,
               "max_new_tokens": 4}
+    if get_spec(key).needs_features:  # named explicitly: no extractor is ever substituted silently
+        params["feature_backbone"] = make_tiny_backbone(str(tmp_path / "backbone"))
     result = train_model(key, items, root, str(tmp_path / "run"), params, source=ckpt, device="cpu")
     assert result["epochs_run"] == 1 and result["history"][0]["loss"] > 0
     model_dir = os.path.join(str(tmp_path / "run"), "model")
@@ -155,4 +157,6 @@ def test_specs_registered_and_offline_availability(monkeypatch, tmp_path):
         assert get_adapter_class(key).__name__.endswith("Adapter")
         av = availability(spec)
         assert set(av) == {"available", "reason"} and av["reason"]
+        if spec.needs_features:  # no weights here: not offered
+            assert av["available"] is False
     assert get_spec("vilt-vqa").zero_shot and not get_spec("vilt").zero_shot

@@ -6,7 +6,15 @@ import pytest
 import torch
 from PIL import Image
 
+from gpu_worker import UserFacingError
 from gpu_worker import features as F
+from gpu_worker.models.tiny import make_tiny_backbone
+
+
+@pytest.fixture(scope="module")
+def backbone(tmp_path_factory):
+    """A tiny random ResNet folder, named explicitly (the extractor records it as a test backbone)."""
+    return make_tiny_backbone(str(tmp_path_factory.mktemp("backbone")))
 
 
 @pytest.fixture()
@@ -21,8 +29,8 @@ def images(tmp_path):
     return paths
 
 
-def test_grid_features_boxes_and_cache_hit(images, tmp_path):
-    ex = F.GridExtractor(grid=4, dim=24)
+def test_grid_features_boxes_and_cache_hit(images, tmp_path, backbone):
+    ex = F.GridExtractor(backbone, grid=4, dim=24)
     cache = str(tmp_path / "cache")
     first = F.extract_features(images, ex, cache_dir=cache)
     assert F.extract_features.last_stats == {"hits": 0, "computed": 3}
@@ -48,9 +56,9 @@ def test_grid_features_boxes_and_cache_hit(images, tmp_path):
     assert F.extract_features.last_stats["hits"] == 1
 
 
-def test_cache_is_per_extractor_and_survives_a_torn_file(images, tmp_path):
+def test_cache_is_per_extractor_and_survives_a_torn_file(images, tmp_path, backbone):
     cache = str(tmp_path / "cache")
-    a, b = F.GridExtractor(grid=2, dim=8), F.GridExtractor(grid=3, dim=8)
+    a, b = F.GridExtractor(backbone, grid=2, dim=8), F.GridExtractor(backbone, grid=3, dim=8)
     assert a.id != b.id
     F.extract_features(images[:1], a, cache_dir=cache)
     F.extract_features(images[:1], b, cache_dir=cache)
@@ -62,8 +70,8 @@ def test_cache_is_per_extractor_and_survives_a_torn_file(images, tmp_path):
     assert F.extract_features.last_stats["computed"] == 1 and res[0]["features"].shape == (4, 8)
 
 
-def test_extractor_save_load_roundtrip(images, tmp_path):
-    ex = F.GridExtractor(grid=3, dim=40, seed=3)
+def test_extractor_save_load_roundtrip(images, tmp_path, backbone):
+    ex = F.GridExtractor(backbone, grid=3, dim=40, seed=3)
     ex.save(str(tmp_path / "m"))
     back = F.load_extractor(str(tmp_path / "m"))
     assert back.id == ex.id
@@ -84,3 +92,28 @@ def test_detector_is_guarded():
         assert status["reason"]
         with pytest.raises(RuntimeError, match="unavailable"):
             F.make_extractor("detector", dim=16)
+
+
+def test_no_silent_random_backbone(tmp_path, monkeypatch):
+    """Without pretrained weights the grid extractor refuses to start and says why (issue 11.2)."""
+    monkeypatch.delenv("PIGGYBACK_FEATURE_BACKBONE", raising=False)
+    monkeypatch.setattr(F, "default_backbone", lambda: None)
+    with pytest.raises(UserFacingError, match="microsoft/resnet-50"):
+        F.GridExtractor(None, grid=2, dim=8)
+    with pytest.raises(UserFacingError, match="could not be loaded"):
+        F.GridExtractor(str(tmp_path / "nothing-here"), grid=2, dim=8)
+    assert F.backbone_status(None)["available"] is False
+    assert "does not exist" in F.backbone_status(str(tmp_path / "gone"))["reason"]
+
+
+def test_extractor_records_name_and_weights_with_the_features(images, tmp_path, backbone):
+    ex = F.GridExtractor(backbone, grid=2, dim=8)
+    info = ex.describe()
+    assert info["weights"] == "random tiny test backbone (not pretrained)" and info["backbone"] == backbone
+    assert info["name"] == "ResNet grid 2x2"
+    cache = tmp_path / "cache"
+    F.extract_features(images[:1], ex, cache_dir=str(cache))
+    import json
+
+    with open(cache / ex.id / F.EXTRACTOR_FILE, encoding="utf-8") as fh:
+        assert json.load(fh) == info
