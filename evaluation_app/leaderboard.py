@@ -3,6 +3,7 @@ side by side (the latest finished evaluation of each), best VQA accuracy first."
 from __future__ import annotations
 
 from evaluation_app.models import Evaluation
+from piggyback.targets import target_of
 
 COLUMNS = {  # sort key -> (label, row key, best first = descending)
     "vqa_accuracy": ("VQA accuracy", "vqa_accuracy", True),
@@ -14,11 +15,8 @@ COLUMNS = {  # sort key -> (label, row key, best first = descending)
 
 
 def _target(evaluation: Evaluation) -> dict:
-    if evaluation.training_run_id:
-        return {"type": "training_run", "id": evaluation.training_run_id, "name": str(evaluation.training_run),
-                "key": ""}
-    return {"type": "model", "id": evaluation.model_id, "name": str(evaluation.model or ""),
-            "key": evaluation.model.key if evaluation.model_id else ""}
+    target = target_of(evaluation)
+    return {**target.as_target_dict(), "key": target.key if target.target_type == "model" else ""}
 
 
 def _row(evaluation: Evaluation) -> dict:

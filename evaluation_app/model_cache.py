@@ -16,8 +16,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from gpu_worker.errors import AppError, Conflict, Unavailable
-from piggyback.files import local_dir
+from gpu_worker.errors import AppError, Unavailable
 
 _LOCK = threading.Lock()
 _ENTRIES: "OrderedDict[tuple, _Entry]" = OrderedDict()
@@ -42,28 +41,11 @@ def model_folder_for(run_or_model) -> str:
     sub-folder is the ``from_pretrained`` folder; a PretrainedModel's ``source`` is a local folder or a
     hub id (only usable when the hub cache has it).
     """
-    from training_app.models import PretrainedModel, TrainingRun
-
-    if isinstance(run_or_model, TrainingRun):
-        run = run_or_model
-        if run.status != "succeeded" or not run.output_dir:
-            raise Conflict(f"“{run}” has no trained model yet (it is {run.get_status_display().lower()}).")
-        prefix = run.output_dir.rstrip("/")
-        if not prefix.endswith("/model"):
-            prefix = f"{prefix}/model"
-        folder = local_dir(prefix, max_age=300)  # a succeeded run's model files never change
-        if not (folder / "config.json").is_file():
-            raise Unavailable(f"The trained model of “{run}” is missing from storage; train it again.")
-        return str(folder)
-    if isinstance(run_or_model, PretrainedModel):
-        return run_or_model.source or ""
-    raise TypeError(f"model_folder_for() takes a TrainingRun or a PretrainedModel, not {type(run_or_model)!r}")
+    return run_or_model.model_folder()
 
 
 def registry_key_for(run_or_model) -> str:
-    from training_app.models import TrainingRun
-
-    model = run_or_model.model if isinstance(run_or_model, TrainingRun) else run_or_model
+    model = run_or_model.pretrained
     return model.registry_key or model.key
 
 

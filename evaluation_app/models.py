@@ -6,6 +6,7 @@ from django.db import models
 
 from datasets_app.models import upload_path
 from piggyback.jobs import BackgroundRun
+from piggyback.targets import exactly_one_target
 from piggyback.tenancy import TenantManager
 
 
@@ -55,6 +56,7 @@ class Evaluation(BackgroundRun):
 
     class Meta:
         ordering = ["-created_at"]
+        constraints = [exactly_one_target("evaluation_exactly_one_target")]
 
     def __str__(self):
         return self.name or f"Evaluation {self.pk}"
@@ -74,10 +76,10 @@ class Prediction(models.Model):
         Evaluation, null=True, blank=True, on_delete=models.CASCADE, related_name="predictions"
     )
     training_run = models.ForeignKey(
-        "training_app.TrainingRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="predictions"
+        "training_app.TrainingRun", null=True, blank=True, on_delete=models.CASCADE, related_name="predictions"
     )
     model = models.ForeignKey(
-        "training_app.PretrainedModel", null=True, blank=True, on_delete=models.SET_NULL, related_name="predictions"
+        "training_app.PretrainedModel", null=True, blank=True, on_delete=models.PROTECT, related_name="predictions"
     )
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="predictions"
@@ -106,6 +108,7 @@ class Prediction(models.Model):
 
     class Meta:
         ordering = ["-created_at", "row"]
+        constraints = [exactly_one_target("prediction_exactly_one_target")]
 
     def __str__(self):
         return f"{self.question[:60]} → {self.answer}"

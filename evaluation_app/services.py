@@ -18,12 +18,13 @@ from PIL import Image, UnidentifiedImageError
 
 from evaluation_app import model_cache
 from evaluation_app.models import Evaluation, Prediction
-from gpu_worker.errors import Conflict, InvalidInput, Unavailable
+from gpu_worker.errors import Conflict, InvalidInput
 from gpu_worker.images import upright
 from gpu_worker.models.registry import GEN_LIMITS, TOP_K_LIMITS, resolve_generation  # noqa: F401 (re-exported)
 from piggyback.files import cache_path, local_copy, save_local, storage_path
 from piggyback.filters import id_param
 from piggyback.jobs import enqueue
+from piggyback.targets import target_of
 from piggyback.tenancy import require_role
 
 MAX_QUESTION_CHARS = 500
@@ -35,10 +36,8 @@ SAMPLE_IMAGES = 8
 
 # ------------------------------------------------------------------------------------------ rules
 def model_of(target):
-    """The PretrainedModel behind a TrainingRun or a PretrainedModel."""
-    from training_app.models import TrainingRun
-
-    return target.model if isinstance(target, TrainingRun) else target
+    """The PretrainedModel behind an answer target (piggyback.targets)."""
+    return target.pretrained
 
 
 def is_generative(target) -> bool:
@@ -47,23 +46,11 @@ def is_generative(target) -> bool:
 
 def check_target(target) -> None:
     """A training run must have succeeded; a pretrained model must be an enabled zero-shot model with weights."""
-    from training_app.models import TrainingRun
-
-    if isinstance(target, TrainingRun):
-        if target.status != "succeeded":
-            raise Conflict(f"“{target}” has not finished training yet; you can ask it questions once it "
-                           "has succeeded.")
-        return
-    if not (target.zero_shot and target.enabled):
-        raise Conflict(f"{target.name} cannot answer questions without fine-tuning; train it first.")
-    if not zero_shot_available(target):
-        raise Unavailable(f"The weights of {target.name} are not on this server "
-                          f"({target.availability_reason or 'not downloaded'}).")
+    target.check_can_answer()
 
 
 def zero_shot_available(model) -> bool:
-    source = model.source or ""
-    return bool(source) and (Path(source).is_dir() or model.available)
+    return model.weights_present
 
 
 def clamp_params(target, raw: dict) -> dict:
@@ -237,7 +224,6 @@ def predict_one(user, project, target, *, image_name: str, question: str, kind: 
     from gpu_worker.metrics import vqa_score
     from gpu_worker.predict import predict_batch
     from gpu_worker.vqa_normalize import answer_type, question_type
-    from training_app.models import TrainingRun
 
     require_role(user, project, "editor")
     check_target(target)
@@ -261,10 +247,8 @@ def predict_one(user, project, target, *, image_name: str, question: str, kind: 
     regions = result.get("regions") or []
     # overlays are drawn on their first request (prediction_file), not here: the answer only runs the model
     overlay, heatmap = overlay_names(project, kind) if regions else ("", "")
-    is_run = isinstance(target, TrainingRun)
     return Prediction.objects.create(
-        project=project, kind=kind, user=user,
-        training_run=target if is_run else None, model=None if is_run else target,
+        project=project, kind=kind, user=user, **target.target_fields(),
         image=image_name, image_original_name=image_original_name, question=question,
         answer=str(result["answer"])[:300], confidence=float(result.get("confidence") or 0.0),
         top_k=result.get("top_k") or [], regions=regions[:5], overlay=overlay, heatmap=heatmap,
@@ -291,9 +275,7 @@ def sample_images(project, target=None) -> tuple[list[dict], str]:
     :func:`gpu_worker.train.training_split` kept out of training); else the easy-VQA test split. For a zero-shot
     model every project dataset is unseen. Each sample: {key, label, questions: [{text, expected}]}."""
     from datasets_app.models import Dataset, DatasetItem
-    from training_app.models import TrainingRun
-
-    run = target if isinstance(target, TrainingRun) else None
+    run = target if target.trained_on_dataset_id is not None else None
     items = DatasetItem.objects.filter(dataset__project=project, dataset__status="succeeded")
     if run is None:
         samples = _samples_from(items)
@@ -401,7 +383,6 @@ def create_evaluation(user, project, target, *, images_file, questions_file, par
                       name: str = "") -> Evaluation:
     """Store the upload under server-made names and queue ``batch_eval_job`` on the gpu queue."""
     from evaluation_app.jobs import batch_eval_job
-    from training_app.models import TrainingRun
 
     require_role(user, project, "editor")
     check_target(target)
@@ -410,11 +391,9 @@ def create_evaluation(user, project, target, *, images_file, questions_file, par
             raise InvalidInput(f"Choose the {what}.")
         if f.size > settings.UPLOAD_MAX_BYTES:
             raise InvalidInput(f"The {what} is larger than {settings.UPLOAD_MAX_BYTES / 2**30:.1f} GB.")
-    is_run = isinstance(target, TrainingRun)
     with transaction.atomic():
         evaluation = Evaluation(
-            project=project, created_by=user, training_run=target if is_run else None,
-            model=None if is_run else target, name=(name or "")[:120],
+            project=project, created_by=user, **target.target_fields(), name=(name or "")[:120],
             params={**clamp_params(target, params or {}),
                     "images_name": Path(getattr(images_file, "name", "images.zip")).name[:200],
                     "questions_name": Path(getattr(questions_file, "name", "questions.csv")).name[:200]},
@@ -432,7 +411,6 @@ def create_dataset_evaluation(user, project, target, dataset, *, params: dict | 
                               name: str = "") -> Evaluation:
     """Evaluate on a ready dataset of the project (its cleaned items and stored images; nothing is uploaded)."""
     from evaluation_app.jobs import batch_eval_job
-    from training_app.models import TrainingRun
 
     require_role(user, project, "editor")
     check_target(target)
@@ -441,11 +419,9 @@ def create_dataset_evaluation(user, project, target, dataset, *, params: dict | 
     if dataset.status != "succeeded":
         raise Conflict(f"The dataset “{dataset}” is not ready (its cleaning is {dataset.status}); "
                        "evaluate on a ready dataset.", "dataset")
-    is_run = isinstance(target, TrainingRun)
     with transaction.atomic():
         evaluation = Evaluation.objects.create(
-            project=project, created_by=user, training_run=target if is_run else None,
-            model=None if is_run else target, dataset=dataset, images_file="", questions_file="",
+            project=project, created_by=user, **target.target_fields(), dataset=dataset, images_file="", questions_file="",
             params={**clamp_params(target, params or {}), "dataset_name": str(dataset)[:200]},
             name=(name or f"{target} on {dataset}")[:120])
         enqueue(evaluation, batch_eval_job)
@@ -463,7 +439,7 @@ def retry_evaluation(user, evaluation: Evaluation) -> str:
     evaluation.refresh_from_db()
     if evaluation.status not in ("failed", "cancelled"):
         raise Conflict(f"Only a failed or cancelled evaluation can be retried; this one is {evaluation.status}.")
-    check_target(evaluation.training_run or evaluation.model)
+    check_target(target_of(evaluation))
     return enqueue(evaluation, batch_eval_job)
 
 

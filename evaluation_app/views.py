@@ -29,7 +29,7 @@ HISTORY_ZIP_LIMIT = 2000
 
 def _workspace(request, project, target, *, base_url: str, title: str):
     """GET shows the three modes; POST answers (sample / single) or starts a batch evaluation."""
-    is_run = not hasattr(target, "zero_shot")
+    is_run = target.target_type == "training_run"
     can_edit = has_role(request.user, project, "editor")
     mode = request.POST.get("mode") if request.method == "POST" else request.GET.get("tab", "sample")
     ready_datasets = list(project.datasets.filter(status="succeeded").order_by("name", "version"))

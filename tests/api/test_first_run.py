@@ -142,3 +142,23 @@ def test_demo_datasets_are_the_train_split_and_a_holdout_test_split(project, own
                 for name in set(ds.items.values_list("image", flat=True))}
 
     assert not (digests(train) & digests(holdout))
+
+
+def test_predictions_and_evaluations_name_exactly_one_target(run, baseline_model, owner):
+    from django.db import IntegrityError, transaction
+
+    from evaluation_app.models import Evaluation, Prediction
+    from piggyback.targets import target_of
+
+    common = dict(project=run.project, user=owner, kind="single", image="x.png", question="q?", answer="a")
+    for fields in ({}, {"training_run": run, "model": baseline_model}):
+        with pytest.raises(IntegrityError), transaction.atomic():
+            Prediction.objects.create(**common, **fields)
+        with pytest.raises(IntegrityError), transaction.atomic():
+            Evaluation.objects.create(project=run.project, images_file="a.zip", questions_file="b.csv", **fields)
+    for target in (run, baseline_model):
+        p = Prediction.objects.create(**common, **target.target_fields())
+        assert target_of(p) == target and p.pk
+        assert target.as_target_dict() == {"type": target.target_type, "id": target.pk, "name": str(target)}
+    assert run.pretrained == baseline_model == baseline_model.pretrained
+    assert run.trained_on_dataset_id == run.dataset_id and baseline_model.trained_on_dataset_id is None

@@ -177,7 +177,7 @@ def test_leaderboard_bad_input(project, owner, other_user, members, holdout, cli
     assert client.get(url + f"?dataset={holdout.pk}").json()["count"] == 0
     assert client_for(members["viewer"]).get(url + f"?dataset={holdout.pk}").status_code == 200
     assert client_for(other_user).get(url + f"?dataset={holdout.pk}").status_code == 404
-    assert client_for(None).get(url + f"?dataset={holdout.pk}").status_code == 403
+    assert client_for(None).get(url + f"?dataset={holdout.pk}").status_code == 401  # no credentials
     assert client.get(f"{V1}/projects/{HUGE}/leaderboard/?dataset={holdout.pk}").status_code == 404
 
 
@@ -312,7 +312,7 @@ def test_corrections_bad_input(evaluated, run, project, owner, members, other_us
     assert r.status_code == 400 and "not a dataset" in r.json()["dataset"]
     assert client_for(members["viewer"]).post(url, {"answer": "red"}, format="json").status_code == 403
     assert client_for(other_user).post(url, {"answer": "red"}, format="json").status_code == 404
-    assert client_for(None).post(url, {"answer": "red"}, format="json").status_code == 403
+    assert client_for(None).post(url, {"answer": "red"}, format="json").status_code == 401  # no credentials
     assert client.post(f"{V1}/predictions/{HUGE}/correct/", {"answer": "red"}, format="json").status_code == 404
     # a zero-shot model's prediction needs a dataset
     zs_ev = _finished(project, holdout, model=zero_shot, acc=10.0)
