@@ -56,8 +56,9 @@ def _password_changed(sender, instance, created, **kwargs):
 
 # --------------------------------------------------------------------------------------------- projects
 def _project_receivers():
-    from datasets_app.models import Dataset, Membership, Project
+    from datasets_app.models import Dataset
     from evaluation_app.models import Evaluation
+    from piggyback.models import Membership, Project
     from training_app.models import TrainingRun
 
     @receiver(post_save, sender=Project, dispatch_uid="audit-project-created", weak=False)

@@ -6,7 +6,7 @@ from django.core.paginator import Paginator
 from django.shortcuts import render
 
 from audit.models import AuditEntry
-from datasets_app.models import Project
+from piggyback.models import Project
 from piggyback.tenancy import get_for_user
 
 PER_PAGE = 50

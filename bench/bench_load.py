@@ -115,10 +115,10 @@ def setup_data(work: Path, train_items: int, epochs: int) -> dict:
     from rest_framework.authtoken.models import Token
 
     from datasets_app.models import Dataset
-    from datasets_app.project_services import create_project
     from gpu_worker.easyvqa import load_items
     from gpu_worker.train import train_model
     from piggyback.files import local_dir
+    from piggyback.project_services import create_project
     from training_app.models import PretrainedModel, TrainingRun
 
     t0 = time.perf_counter()

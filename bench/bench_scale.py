@@ -196,7 +196,7 @@ def main(argv=None) -> int:
     from django.core.management import call_command
     from rest_framework.authtoken.models import Token
 
-    from datasets_app.project_services import create_project
+    from piggyback.project_services import create_project
 
     call_command("migrate", interactive=False, verbosity=0)
     user = get_user_model().objects.create_user("scalebench", password="scale-bench-pw-123")

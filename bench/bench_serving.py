@@ -80,12 +80,12 @@ def run_bench(args):
     from rest_framework.test import APIClient
 
     from datasets_app.models import Dataset
-    from datasets_app.project_services import create_project
     from evaluation_app import model_cache
     from evaluation_app.jobs import batch_eval_job
     from evaluation_app.models import Evaluation
     from gpu_worker.sample_data import easy_vqa_files
     from piggyback.files import save_tree
+    from piggyback.project_services import create_project
     from tests.evaluation_helpers import png_bytes
     from training_app.models import PretrainedModel, TrainingRun
 

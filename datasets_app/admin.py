@@ -1,33 +1,7 @@
 from django.contrib import admin
 
-from datasets_app.models import Correction, Dataset, DatasetItem, DroppedRow, Membership, Project
+from datasets_app.models import Correction, Dataset, DatasetItem, DroppedRow
 from piggyback.admin_base import RUN_LIST, BackgroundRunAdmin
-
-
-class MembershipInline(admin.TabularInline):
-    model = Membership
-    extra = 0
-    autocomplete_fields = ["user"]
-
-
-@admin.register(Project)
-class ProjectAdmin(admin.ModelAdmin):
-    list_display = ("name", "owner", "member_count", "created_at")
-    search_fields = ("name", "description", "owner__username")
-    list_filter = ("created_at",)
-    inlines = [MembershipInline]
-    autocomplete_fields = ["owner"]
-
-    @admin.display(description="members")
-    def member_count(self, obj):
-        return obj.memberships.count()
-
-
-@admin.register(Membership)
-class MembershipAdmin(admin.ModelAdmin):
-    list_display = ("project", "user", "role", "added_at")
-    list_filter = ("role",)
-    search_fields = ("project__name", "user__username", "user__email")
 
 
 @admin.register(Dataset)

@@ -16,7 +16,7 @@ from rest_framework.response import Response
 
 from audit import trail as audit
 from datasets_app import services
-from datasets_app.models import Dataset, DatasetItem, Project
+from datasets_app.models import Dataset, DatasetItem
 from datasets_app.serializers import (
     DatasetCreatedSerializer,
     DatasetCreateSerializer,
@@ -26,6 +26,7 @@ from datasets_app.serializers import (
 from piggyback import filters
 from piggyback.api import TenantViewSetMixin
 from piggyback.files import serve_file
+from piggyback.models import Project
 from piggyback.tenancy import get_for_user
 
 

@@ -1,4 +1,5 @@
-"""Projects (the tenant), memberships with roles, datasets and their cleaned items."""
+"""Datasets, their cleaned items, dropped rows, corrections and resumable uploads (the tenant, Project, is in
+piggyback.models)."""
 from __future__ import annotations
 
 import uuid
@@ -7,7 +8,7 @@ from django.conf import settings
 from django.db import models
 
 from piggyback.jobs import BackgroundRun
-from piggyback.tenancy import TenantManager, forget_roles
+from piggyback.tenancy import TenantManager
 
 
 def upload_path(instance, filename):
@@ -15,57 +16,6 @@ def upload_path(instance, filename):
     ext = filename.rsplit(".", 1)[-1].lower() if "." in filename else "bin"
     ext = "".join(c for c in ext if c.isalnum())[:8] or "bin"
     return f"projects/{instance.project_id}/uploads/{uuid.uuid4().hex}.{ext}"
-
-
-class Project(models.Model):
-    TENANT_PATH = ""
-
-    name = models.CharField(max_length=120)
-    description = models.TextField(blank=True, default="")
-    owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="owned_projects"
-    )
-    members = models.ManyToManyField(
-        settings.AUTH_USER_MODEL, through="Membership", related_name="projects"
-    )
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    objects = TenantManager()
-
-    class Meta:
-        ordering = ["-created_at"]
-
-    def __str__(self):
-        return self.name
-
-    def role_for(self, user) -> str | None:
-        """The membership query (uncached); access checks go through ``piggyback.tenancy``."""
-        if not user or not user.is_authenticated:
-            return None
-        return self.memberships.filter(user=user).order_by().values_list("role", flat=True).first()
-
-
-class Membership(models.Model):
-    class Role(models.TextChoices):
-        VIEWER = "viewer", "Viewer (read only)"
-        EDITOR = "editor", "Editor (upload, train, evaluate)"
-        OWNER = "owner", "Owner (members, delete)"
-
-    TENANT_PATH = "project"
-
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
-    role = models.CharField(max_length=10, choices=Role.choices, default=Role.VIEWER)
-    added_at = models.DateTimeField(auto_now_add=True)
-
-    objects = TenantManager()
-
-    class Meta:
-        constraints = [models.UniqueConstraint(fields=["project", "user"], name="unique_membership")]
-        ordering = ["project", "user__username"]
-
-    def __str__(self):
-        return f"{self.user} ({self.role}) in {self.project}"
 
 
 class Dataset(BackgroundRun):
@@ -80,7 +30,7 @@ class Dataset(BackgroundRun):
         VQAV2 = "vqav2", "VQAv2 JSON (questions + annotations) + images ZIP"
         JSON = "json", "JSON / JSONL rows + images ZIP"
 
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="datasets")
+    project = models.ForeignKey("piggyback.Project", on_delete=models.CASCADE, related_name="datasets")
     name = models.CharField(max_length=120)
     format = models.CharField(max_length=8, choices=Format.choices, default=Format.CSV)
     created_by = models.ForeignKey(
@@ -235,7 +185,3 @@ class ResumableUpload(models.Model):
     @property
     def is_complete(self) -> bool:
         return self.offset == self.length
-
-
-models.signals.post_save.connect(forget_roles, sender=Membership, dispatch_uid="pb-forget-roles-save")
-models.signals.post_delete.connect(forget_roles, sender=Membership, dispatch_uid="pb-forget-roles-delete")

@@ -17,10 +17,11 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models import ProtectedError, RestrictedError
 
-from datasets_app.models import Dataset, DatasetItem, Project, ResumableUpload, upload_path
+from datasets_app.models import Dataset, DatasetItem, ResumableUpload, upload_path
 from gpu_worker.errors import Conflict, InvalidInput
 from piggyback import files, jobs
 from piggyback.jobs import RunStatus
+from piggyback.models import Project
 from piggyback.tenancy import require_role
 
 log = logging.getLogger(__name__)

@@ -13,10 +13,11 @@ from django.views.decorators.http import require_POST
 from audit import trail as audit
 from datasets_app import services, versions
 from datasets_app.forms import DatasetUploadForm
-from datasets_app.models import Dataset, DatasetItem, Project
+from datasets_app.models import Dataset, DatasetItem
 from gpu_worker.errors import AppError
 from piggyback.errors import add_to_form
 from piggyback.files import serve_file
+from piggyback.models import Project
 from piggyback.tenancy import get_for_user, role_of
 
 ITEMS_PER_PAGE = 24

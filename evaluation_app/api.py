@@ -14,7 +14,6 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from audit import trail as audit
-from datasets_app.models import Project
 from evaluation_app import services
 from evaluation_app.models import Evaluation, Prediction
 from evaluation_app.serializers import (
@@ -32,6 +31,7 @@ from gpu_worker.errors import Conflict
 from piggyback import filters
 from piggyback.api import TenantViewSetMixin
 from piggyback.files import serve_file
+from piggyback.models import Project
 from piggyback.tenancy import get_for_user, require_role
 
 

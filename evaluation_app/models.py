@@ -23,7 +23,7 @@ class Evaluation(BackgroundRun):
     QUEUE = "gpu"
     TENANT_PATH = "project"
 
-    project = models.ForeignKey("datasets_app.Project", on_delete=models.CASCADE, related_name="evaluations")
+    project = models.ForeignKey("piggyback.Project", on_delete=models.CASCADE, related_name="evaluations")
     training_run = models.ForeignKey(
         "training_app.TrainingRun", null=True, blank=True, on_delete=models.CASCADE, related_name="evaluations"
     )
@@ -70,7 +70,7 @@ class Prediction(models.Model):
 
     TENANT_PATH = "project"
 
-    project = models.ForeignKey("datasets_app.Project", on_delete=models.CASCADE, related_name="predictions")
+    project = models.ForeignKey("piggyback.Project", on_delete=models.CASCADE, related_name="predictions")
     kind = models.CharField(max_length=8, choices=Kind.choices, db_index=True)
     evaluation = models.ForeignKey(
         Evaluation, null=True, blank=True, on_delete=models.CASCADE, related_name="predictions"

@@ -13,7 +13,6 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from audit import trail as audit
-from datasets_app.models import Project
 from evaluation_app import exports, services
 from evaluation_app.api import filter_predictions
 from evaluation_app.forms import BatchForm, DatasetEvalForm, ReviewForm, SampleForm, SingleForm
@@ -22,6 +21,7 @@ from gpu_worker.errors import AppError
 from piggyback import filters
 from piggyback.errors import add_to_form
 from piggyback.jobs import queue_position, queue_text
+from piggyback.models import Project
 from piggyback.tenancy import get_for_user, has_role, require_role
 
 HISTORY_ZIP_LIMIT = 2000

@@ -4,9 +4,9 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
-from datasets_app.project_api import ProjectViewSet
 from piggyback.auth_api import TokenView
 from piggyback.health import healthz
+from piggyback.project_api import ProjectViewSet
 
 admin.site.site_header = "PiggyBack administration"
 admin.site.site_title = "PiggyBack admin"
@@ -37,7 +37,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("allauth.urls")),
     path("django-rq/", include("django_rq.urls")),
-    path("projects/", include("datasets_app.project_urls")),
+    path("projects/", include("piggyback.project_urls")),
     path("datasets/", include("datasets_app.urls")),
     path("training/", include("training_app.urls")),
     path("evaluate/", include("evaluation_app.urls")),

@@ -55,7 +55,7 @@ def other_user(make_user):
 
 @pytest.fixture
 def project(owner):
-    from datasets_app.project_services import create_project
+    from piggyback.project_services import create_project
 
     return create_project(owner, "Radiology", "chest x-rays")
 
@@ -63,7 +63,7 @@ def project(owner):
 @pytest.fixture
 def members(project, make_user):
     """viewer / editor / second owner of ``project``."""
-    from datasets_app.project_services import add_member
+    from piggyback.project_services import add_member
 
     out = {}
     for role in ("viewer", "editor", "owner"):

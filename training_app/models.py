@@ -73,7 +73,7 @@ class TrainingRun(AnswerTarget, BackgroundRun):
     QUEUE = "gpu"
     TENANT_PATH = "project"
 
-    project = models.ForeignKey("datasets_app.Project", on_delete=models.CASCADE, related_name="training_runs")
+    project = models.ForeignKey("piggyback.Project", on_delete=models.CASCADE, related_name="training_runs")
     dataset = models.ForeignKey("datasets_app.Dataset", on_delete=models.PROTECT, related_name="training_runs")
     model = models.ForeignKey(PretrainedModel, on_delete=models.PROTECT, related_name="runs")
     name = models.CharField(max_length=120, blank=True, default="")

@@ -8,11 +8,12 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from audit import trail as audit
-from datasets_app.models import Dataset, Project
+from datasets_app.models import Dataset
 from gpu_worker.errors import AppError
 from piggyback import files
 from piggyback.errors import add_to_form
 from piggyback.jobs import RunStatus, queue_position, queue_text
+from piggyback.models import Project
 from piggyback.tenancy import get_for_user, has_role
 from training_app import services
 from training_app.forms import StartTrainingForm

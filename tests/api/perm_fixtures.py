@@ -131,9 +131,9 @@ def build_world(model_dir: Path) -> World:
     from django.contrib.auth.hashers import MD5PasswordHasher, make_password
 
     from datasets_app.models import Correction, Dataset, DroppedRow
-    from datasets_app.project_services import add_member, create_project
     from evaluation_app.models import Evaluation
     from piggyback.files import save_tree
+    from piggyback.project_services import add_member, create_project
     from training_app.models import PretrainedModel, TrainingRun
 
     User = get_user_model()
@@ -221,8 +221,8 @@ def destroy_world(w: World) -> None:
     """Delete everything build_world committed (rows; stored files live in the test MEDIA_ROOT)."""
     from django.contrib.auth import get_user_model
 
-    from datasets_app.models import Project
     from evaluation_app.models import Evaluation, Prediction
+    from piggyback.models import Project
     from training_app.models import PretrainedModel, TrainingRun
 
     projects = Project.objects.filter(owner__username__startswith=PREFIX)

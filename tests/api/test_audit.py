@@ -133,7 +133,7 @@ def test_role_change_in_the_admin_is_audited(client, make_user, project, members
     staff = make_user("root_admin", is_staff=True, is_superuser=True)
     client.force_login(staff)
     m = project.memberships.get(user=members["viewer"])
-    r = client.post(f"/admin/datasets_app/membership/{m.pk}/change/",
+    r = client.post(f"/admin/piggyback/membership/{m.pk}/change/",
                     {"project": project.pk, "user": members["viewer"].pk, "role": "owner"})
     assert r.status_code == 302
     e = only("member.role_changed")
@@ -316,7 +316,7 @@ def test_admin_is_read_only_for_staff(client, make_user, owner):
 
 # ------------------------------------------------------------------------------------------ reading the trail
 def test_owner_reads_the_project_trail_api(client_for, owner, other_user, project, members):
-    from datasets_app.project_services import create_project
+    from piggyback.project_services import create_project
 
     theirs = create_project(other_user, "Theirs")
     r = client_for(owner).get(f"/api/v1/projects/{project.pk}/audit/")

@@ -161,7 +161,7 @@ def test_missing_or_empty_file_is_a_field_error(client_for, owner, project):
 
 
 def test_list_filters_by_project(client_for, owner, project, uploaded):
-    from datasets_app.project_services import create_project
+    from piggyback.project_services import create_project
 
     other = create_project(owner, "Other")
     api = client_for(owner)

@@ -15,10 +15,11 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from django.urls import reverse
 
-from datasets_app.models import Dataset, Membership, Project
+from datasets_app.models import Dataset
 from gpu_worker import UserFacingError
 from gpu_worker.errors import AppError, Conflict, InvalidInput, StorageFull, Unavailable
 from piggyback import errors, tenancy
+from piggyback.models import Membership, Project
 
 pytestmark = pytest.mark.django_db
 
@@ -95,7 +96,7 @@ def test_get_for_user_is_the_one_access_rule(project, owner, members, other_user
 
 
 def test_cached_role_follows_membership_changes(project, owner, members):
-    from datasets_app.project_services import add_member, remove_member
+    from piggyback.project_services import add_member, remove_member
 
     editor = members["editor"]
     assert tenancy.has_role(editor, project, "editor")

@@ -38,7 +38,7 @@ def test_invalid_id_filters_answer_400(client_for, owner, project, value):
 
 
 def test_valid_filters_still_filter(client_for, owner, project, other_user):
-    from datasets_app.project_services import create_project
+    from piggyback.project_services import create_project
 
     theirs = create_project(other_user, "Theirs")
     c = client_for(owner)

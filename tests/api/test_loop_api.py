@@ -91,7 +91,7 @@ def test_evaluate_on_dataset_bad_types(run, project, owner, client_for, payload,
 
 
 def test_evaluate_on_dataset_refusals(run, project, owner, other_user, members, holdout, client_for):
-    from datasets_app.project_services import create_project
+    from piggyback.project_services import create_project
 
     theirs = create_project(other_user, "Theirs", "")
     other_ds = make_dataset(theirs, n_images=1, user=other_user)
@@ -165,7 +165,7 @@ def test_leaderboard_rows_ordering_and_latest(make_run, project, owner, holdout,
 
 
 def test_leaderboard_bad_input(project, owner, other_user, members, holdout, client_for):
-    from datasets_app.project_services import create_project
+    from piggyback.project_services import create_project
 
     theirs = make_dataset(create_project(other_user, "Theirs", ""), n_images=1)
     client = client_for(owner)
@@ -293,7 +293,7 @@ def test_correct_then_version_two(evaluated, run, project, owner, client_for, ru
 
 
 def test_corrections_bad_input(evaluated, run, project, owner, members, other_user, zero_shot, holdout, client_for):
-    from datasets_app.project_services import create_project
+    from piggyback.project_services import create_project
 
     pred = evaluated.predictions.order_by("row").first()
     url = f"{V1}/predictions/{pred.pk}/correct/"
@@ -374,7 +374,7 @@ def test_retrain_on_the_new_version(run, project, owner, members, other_user, cl
     with django_capture_on_commit_callbacks(execute=False):
         assert client.post(f"{V1}/training-runs/{run.pk}/retrain/", {"dataset": v2.pk},
                            format="json").status_code == 202
-    from datasets_app.project_services import create_project
+    from piggyback.project_services import create_project
 
     theirs = make_dataset(create_project(other_user, "Theirs", ""), n_images=1)
     for payload in ({"dataset": "abc"}, {"dataset": HUGE}, {"dataset": theirs.pk}, {"dataset": [1]}):

@@ -384,8 +384,9 @@ def snapshot(w):
     """Rows, statuses, names, roles and the project's stored files: what a refused request must not touch."""
     from django.conf import settings
 
-    from datasets_app.models import Correction, Dataset, DatasetItem, DroppedRow, Membership, Project
+    from datasets_app.models import Correction, Dataset, DatasetItem, DroppedRow
     from evaluation_app.models import Evaluation, Prediction
+    from piggyback.models import Membership, Project
     from training_app.models import PretrainedModel, TrainingRun
 
     state = [(m.__name__, m.objects.count()) for m in (Project, Membership, Dataset, DatasetItem, DroppedRow,
@@ -469,7 +470,7 @@ def _admin_urls():
 def test_staff_tools(world, client_as, role):
     """Django admin and the django-rq dashboard: staff 200, everyone else a redirect to the admin login."""
     client = client_as(role)
-    urls = _admin_urls() + [f"/admin/datasets_app/project/{world.ids['p']}/change/", "/django-rq/"]
+    urls = _admin_urls() + [f"/admin/piggyback/project/{world.ids['p']}/change/", "/django-rq/"]
     assert len(urls) >= 10
     for url in urls:
         r = client.get(url)

@@ -53,10 +53,10 @@ def test_admin_lists_every_model(client, make_user, project):
     staff = make_user("root_admin", is_staff=True, is_superuser=True)
     client.force_login(staff)
     for url in [
-        "/admin/datasets_app/project/", "/admin/datasets_app/membership/", "/admin/datasets_app/dataset/",
+        "/admin/piggyback/project/", "/admin/piggyback/membership/", "/admin/datasets_app/dataset/",
         "/admin/datasets_app/datasetitem/", "/admin/datasets_app/droppedrow/", "/admin/training_app/pretrainedmodel/",
         "/admin/training_app/trainingrun/", "/admin/evaluation_app/evaluation/", "/admin/evaluation_app/prediction/",
-        f"/admin/datasets_app/project/{project.pk}/change/",
+        f"/admin/piggyback/project/{project.pk}/change/",
     ]:
         assert client.get(url).status_code == 200, url
 

@@ -2,7 +2,7 @@
 import pytest
 from django.urls import reverse
 
-from datasets_app.models import Project
+from piggyback.models import Project
 
 pytestmark = pytest.mark.django_db
 

@@ -76,7 +76,7 @@ def fuzz_world(django_db_setup, django_db_blocker, tmp_path_factory):
     with django_db_blocker.unblock():
         from rest_framework.authtoken.models import Token
 
-        from datasets_app.project_services import create_project
+        from piggyback.project_services import create_project
 
         w = build_world(model_dir)
         spare = create_project(w.users["owner"], "Fuzz spare", "deleted by the fuzzer")

@@ -238,7 +238,7 @@ def test_job_starts_share_one_budget_and_users_are_separate(client_for, owner, o
 
 
 def test_refused_request_changes_nothing(client_for, owner, clock):
-    from datasets_app.models import Project
+    from piggyback.models import Project
 
     c = client_for(owner)
     with api_rates(write="1/minute"):

@@ -152,7 +152,7 @@ def test_roles_errors_and_actions(client_for, owner, members, dataset, make_user
 
 
 def test_traceback_only_for_staff(client_for, owner, dataset, make_user):
-    from datasets_app.project_services import add_member
+    from piggyback.project_services import add_member
     from training_app import services
 
     run = services.start_run(owner, dataset, "baseline-rnn", params=TINY)

@@ -74,8 +74,8 @@ def _states(owner, make_run):
     a running, a failed and a warning cleaning, a running and a failed evaluation."""
     from datasets_app.charts import compute_stats
     from datasets_app.models import Dataset
-    from datasets_app.project_services import create_project
     from evaluation_app.models import Evaluation
+    from piggyback.project_services import create_project
 
     project = create_project(owner, "Eye clinic", "retina scans")
     run = make_run(project, user=owner)

@@ -27,8 +27,8 @@ def _login(page, live_server, user):
 def test_evaluate_review_correct_version_retrain(page, live_server, live_worker, shot, trained_baseline_dir,
                                                  baseline_model, django_user_model):
     from datasets_app.models import Correction, Dataset
-    from datasets_app.project_services import create_project
     from piggyback.files import save_tree
+    from piggyback.project_services import create_project
     from training_app.models import TrainingRun
 
     user = django_user_model.objects.create_user("loop_expert", "loop@example.com", "Correct-Horse-42")

@@ -24,7 +24,7 @@ def _run_row(project, owner):
 @pytest.mark.django_db(transaction=True)
 def test_project_limit_queue_position_and_other_projects_go_first(
         owner, project, redis_conn, models_synced, settings, tmp_path, client):  # noqa: F811
-    from datasets_app.project_services import create_project
+    from piggyback.project_services import create_project
     from training_app.models import TrainingRun
 
     settings.GPU_JOBS_PER_PROJECT = 1

@@ -104,8 +104,8 @@ class Command(BaseCommand):
         from django.contrib.auth import get_user_model
 
         from datasets_app import services
-        from datasets_app.models import Project
-        from datasets_app.project_services import create_project
+        from piggyback.models import Project
+        from piggyback.project_services import create_project
 
         User = get_user_model()
         user, created = User.objects.get_or_create(username=DEMO_USER, defaults={"email": "demo@example.com", "is_staff": True, "is_superuser": True})

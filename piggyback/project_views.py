@@ -7,8 +7,8 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from datasets_app import project_services
-from datasets_app.models import Membership, Project
+from piggyback import project_services
+from piggyback.models import Membership, Project
 from piggyback.onboarding import first_steps
 from piggyback.tenancy import get_for_user, has_role, role_of
 

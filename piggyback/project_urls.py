@@ -1,7 +1,7 @@
 from django.urls import path
 
 from audit.views import project_audit
-from datasets_app import project_views as v
+from piggyback import project_views as v
 
 app_name = "projects"
 urlpatterns = [

@@ -9,9 +9,9 @@ from rest_framework.response import Response
 
 from audit.models import AuditEntry
 from audit.serializers import AuditEntrySerializer
-from datasets_app import project_services
-from datasets_app.models import Membership, Project
+from piggyback import project_services
 from piggyback.api import TenantViewSetMixin
+from piggyback.models import Membership, Project
 from piggyback.tenancy import role_of
 
 

@@ -5,8 +5,8 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import Q
 
-from datasets_app.models import Membership, Project
 from gpu_worker.errors import InvalidInput
+from piggyback.models import Membership, Project
 
 
 class MemberError(InvalidInput):
