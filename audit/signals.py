@@ -28,13 +28,14 @@ def _logged_out(sender, request, user, **kwargs):
 
 @receiver(user_login_failed, dispatch_uid="audit-login-failed")
 def _login_failed(sender, credentials, request=None, **kwargs):
-    # Django has already masked the password; only the name that was typed is kept.
+    """Django has already masked the password. The name typed is kept only when it is an account's username or
+    e-mail: a name matching no account may be a password typed into the wrong field."""
     typed = str(credentials.get("username") or credentials.get("email") or "")
     User = get_user_model()
     field = "email__iexact" if "@" in typed else "username__iexact"
     matches = list(User.objects.filter(**{field: typed})[:2]) if typed else []
     user = matches[0] if len(matches) == 1 else None
-    record(A.LOGIN_FAILED, request=request, actor=user, actor_username=typed[:150],
+    record(A.LOGIN_FAILED, request=request, actor=user, actor_username=typed[:150] if matches else "",
            details={"account_exists": bool(matches)})
 
 

@@ -177,6 +177,19 @@ def test_password_reset_revokes_tokens(client, api_client, owner, mailoutbox):
     assert not Token.objects.filter(user=owner).exists()
 
 
+def test_password_hash_upgrade_at_sign_in_keeps_the_token(api_client, owner, settings):
+    """Django re-hashes a password with the preferred hasher at a successful sign-in: not a password change."""
+    from rest_framework.authtoken.models import Token
+
+    key = token(api_client, "olivia", "pw-olivia-123").json()["token"]
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.PBKDF2PasswordHasher",
+                                 "django.contrib.auth.hashers.MD5PasswordHasher"]
+    assert token(api_client, "olivia", "pw-olivia-123").json()["token"] == key
+    owner.refresh_from_db()
+    assert owner.password.startswith("pbkdf2_")  # it was upgraded ...
+    assert Token.objects.filter(key=key).exists()  # ... and the token survived
+
+
 def test_other_saves_of_the_user_keep_the_token(api_client, owner):
     from rest_framework.authtoken.models import Token
 
