@@ -17,7 +17,7 @@ from django.db import transaction
 from PIL import Image, UnidentifiedImageError
 
 from evaluation_app import model_cache
-from evaluation_app.models import Evaluation, Prediction
+from evaluation_app.models import Evaluation, Prediction, margin_of
 from gpu_worker import UserFacingError
 from piggyback.files import local_copy, save_local, storage_path
 from piggyback.jobs import enqueue
@@ -254,7 +254,7 @@ def predict_one(user, project, target, *, image_name: str, question: str, kind: 
         training_run=target if is_run else None, model=None if is_run else target,
         image=image_name, image_original_name=image_original_name, question=question,
         answer=str(result["answer"])[:300], confidence=float(result.get("confidence") or 0.0),
-        top_k=result.get("top_k") or [], regions=regions[:5], overlay=overlay, heatmap=heatmap,
+        margin=margin_of(result.get("top_k"), result.get("confidence")), top_k=result.get("top_k") or [], regions=regions[:5], overlay=overlay, heatmap=heatmap,
         expected_answers=expected, answer_type=item["answer_type"], question_type=item["question_type"],
         vqa_score=vqa_score(result["answer"], expected) if expected else None,
         params=params, latency_ms=round(latency_ms, 2),
