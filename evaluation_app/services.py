@@ -17,7 +17,7 @@ from django.db import transaction
 from PIL import Image, UnidentifiedImageError
 
 from evaluation_app import model_cache
-from evaluation_app.models import Evaluation, Prediction
+from evaluation_app.models import Evaluation, Prediction, margin_of
 from gpu_worker.errors import Conflict, InvalidInput
 from gpu_worker.images import upright
 from gpu_worker.models.registry import GEN_LIMITS, TOP_K_LIMITS, resolve_generation  # noqa: F401 (re-exported)
@@ -251,7 +251,7 @@ def predict_one(user, project, target, *, image_name: str, question: str, kind: 
         project=project, kind=kind, user=user, **target.target_fields(),
         image=image_name, image_original_name=image_original_name, question=question,
         answer=str(result["answer"])[:300], confidence=float(result.get("confidence") or 0.0),
-        top_k=result.get("top_k") or [], regions=regions[:5], overlay=overlay, heatmap=heatmap,
+        margin=margin_of(result.get("top_k"), result.get("confidence")), top_k=result.get("top_k") or [], regions=regions[:5], overlay=overlay, heatmap=heatmap,
         expected_answers=expected, answer_type=item["answer_type"], question_type=item["question_type"],
         vqa_score=vqa_score(result["answer"], expected) if expected else None,
         params=params, latency_ms=round(latency_ms, 2),
