@@ -15,7 +15,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install --quiet torch==2.13.0
   .venv/bin/python -m pip install --quiet -r requirements-dev.txt
   if command -v npm >/dev/null 2>&1; then
-    echo "==> Installing pinned front-end assets (Bootstrap, Chart.js) from npm"
+    echo "==> Installing pinned front-end assets (Bootstrap, Chart.js) and axe-core (browser accessibility tests) from npm"
     npm ci --no-audit --no-fund --silent
   else
     echo "!! npm not found: pages will lack their stylesheet until 'npm ci' runs" >&2
