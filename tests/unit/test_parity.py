@@ -156,10 +156,9 @@ def test_zero_shot_generators_answer_like_the_transformers_recipe(family, data, 
     tok = T.AutoTokenizer.from_pretrained(folder)
     if family == "blip2":   # the OPT stop token is the newline (50118 in blip2-opt-2.7b), not </s>
         _boost(folder, T.Blip2ForConditionalGeneration, tok.convert_tokens_to_ids("\u010a"))
-    ref, stopped = _reference_generate(folder, family, items, root)
     if family == "blip":  # raise [SEP]'s output bias so that about half the answers end there
         _set_bias(folder, tok.sep_token_id, _median_stop_gap(folder, items, root, tok.sep_token_id))
-        ref, stopped = _reference_generate(folder, family, items, root)
+    ref, stopped = _reference_generate(folder, family, items, root)
     preds, raw = _piggyback_generate(folder, items, root, monkeypatch)
     assert len(raw) == len(items)
     # token for token (decoded; PiggyBack may answer grouped by question length, so compare as multisets)
