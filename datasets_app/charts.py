@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from collections import Counter
 
-import pandas as pd
-
 TOP_ANSWERS = 30
 TOP_QUESTION_TYPES = 15
 LENGTH_BINS = 20  # question length histogram: 1..LENGTH_BINS-1 words, then "LENGTH_BINS+"
@@ -22,7 +20,7 @@ def main_answer(answers: list) -> str:
     return next(a for a in answers if counts[a] == best)
 
 
-def _ranked(values: pd.Series, top: int | None = None) -> list[tuple[str, int]]:
+def _ranked(values, top: int | None = None) -> list[tuple[str, int]]:
     """(value, count) by count, ties in order of first appearance (like Counter.most_common)."""
     counts = values.value_counts(sort=False).sort_values(ascending=False, kind="stable")
     if top is not None:
@@ -32,6 +30,8 @@ def _ranked(values: pd.Series, top: int | None = None) -> list[tuple[str, int]]:
 
 def compute_stats(items: list[dict]) -> dict:
     """Top-30 answers, question length histogram, answer-type split and top question types (pandas)."""
+    import pandas as pd  # here, not at import: web processes load this module but never compute stats
+
     frame = pd.DataFrame({
         "question": pd.Series([it["question"] for it in items], dtype=object),
         "answers": pd.Series([it.get("answers") or [] for it in items], dtype=object),
