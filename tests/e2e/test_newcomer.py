@@ -17,6 +17,8 @@ def test_newcomer_trains_the_demo_with_defaults_and_gets_a_right_answer_on_a_hol
     from bench.bench_newcomer import newcomer_path
 
     r = newcomer_path(None, screenshots=ARTIFACTS)
+    # what happened, for people reading the artifacts (timing is the benchmark's business, not asserted here)
+    (ARTIFACTS / "newcomer.txt").write_text("\n".join(f"{k}: {v}" for k, v in r.items() if k != "quick_start_log") + "\n")
     assert "Next: open the project “Demo: easy-VQA”" in r["quick_start_log"]
     assert r["preset"] == "balanced"
     assert r["samples_source"].startswith("From the holdout set “easy-VQA test (holdout)”")
