@@ -67,9 +67,6 @@ class Dataset(BackgroundRun):
     def lineage_root_id(self) -> int:
         return self.root_id or self.pk
 
-    @property
-    def is_version(self) -> bool:
-        return self.parent_id is not None
 
 
 class DatasetItem(models.Model):

@@ -121,11 +121,6 @@ def _forget(entry: _Entry) -> None:
                 del _ENTRIES[k]
 
 
-def cached_keys() -> list[tuple]:
-    with _LOCK:
-        return list(_ENTRIES)
-
-
 def clear() -> None:
     with _LOCK:
         _ENTRIES.clear()

@@ -21,14 +21,6 @@ class TenantQuerySet(models.QuerySet):
         prefix = f"{path}__" if path else ""
         return self.filter(**{f"{prefix}memberships__user": user}).distinct()
 
-    def with_role(self, user, role: str):
-        path = getattr(self.model, "TENANT_PATH", "project")
-        prefix = f"{path}__" if path else ""
-        allowed = [r for r, rank in ROLE_RANK.items() if rank >= ROLE_RANK[role]]
-        return self.for_user(user).filter(
-            **{f"{prefix}memberships__user": user, f"{prefix}memberships__role__in": allowed}
-        )
-
 
 TenantManager = models.Manager.from_queryset(TenantQuerySet)
 

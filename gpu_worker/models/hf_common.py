@@ -261,11 +261,6 @@ def pad_stack(seqs: list[torch.Tensor], value: int, left: bool = False) -> torch
     return out
 
 
-def write_json(folder: str, name: str, data: dict) -> None:
-    with open(os.path.join(folder, name), "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, sort_keys=True)
-
-
 def chunks(seq: list, size: int):
     for s in range(0, len(seq), max(1, size)):
         yield seq[s:s + size]
