@@ -180,7 +180,8 @@ def test_fuzzed_api_never_answers_5xx_and_only_documented_codes(db, fuzz_world, 
            "--phases", "examples,coverage,fuzzing", "--workers", "2", "--request-timeout", "120",
            "--max-failures", "200", "--no-color", "--output-truncate", "true", "--continue-on-failure"]
     r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900,
-                       env={**os.environ, "SCHEMATHESIS_HOOKS": ""})
+                       env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.api.schemathesis_hooks",
+                            "PYTHONPATH": str(ROOT)})
     text = r.stdout + r.stderr
     figures = _figures(text)
     print(text[-6000:])
