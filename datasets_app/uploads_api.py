@@ -97,6 +97,10 @@ def _delete(up: ResumableUpload) -> None:
     up.delete()
 
 
+# every tus operation answers 412 when Tus-Resumable is missing or not 1.0.0 (the protocol's rule)
+TUS_412 = {412: OpenApiResponse(description="Tus-Resumable header missing or not 1.0.0 (Tus-Version names it)")}
+
+
 class _TusView(APIView):
     """Shared: the Tus-Resumable check and the headers every answer carries."""
 
@@ -127,7 +131,7 @@ class UploadCreateView(_TusView):
                     OpenApiParameter("Upload-Length", int, OpenApiParameter.HEADER, required=True),
                     OpenApiParameter("Upload-Metadata", str, OpenApiParameter.HEADER,
                                      description="filename <base64>, ...")],
-        responses={201: OpenApiResponse(description="Created; Location names the upload"),
+        responses={**TUS_412, 201: OpenApiResponse(description="Created; Location names the upload"),
                    413: OpenApiResponse(description="Larger than the limit"),
                    429: OpenApiResponse(description="Too many unfinished uploads")},
     )
@@ -183,12 +187,12 @@ class UploadDetailView(_TusView):
                 "Upload-Expires": http_date(up.expires_at.timestamp())}
 
     @extend_schema(summary="Offset of a resumable upload (HEAD)", request=None,
-                   responses={200: OpenApiResponse(description="Upload-Offset / Upload-Length headers")})
+                   responses={**TUS_412, 200: OpenApiResponse(description="Upload-Offset / Upload-Length headers")})
     def head(self, request, upload_id):
         return Response(status=status.HTTP_200_OK, headers=self._headers(self._get(request, upload_id)))
 
     @extend_schema(summary="State of a resumable upload", request=None,
-                   responses={200: OpenApiResponse(description="offset, length, filename, expires")})
+                   responses={**TUS_412, 200: OpenApiResponse(description="offset, length, filename, expires")})
     def get(self, request, upload_id):
         up = self._get(request, upload_id)
         return Response({"id": up.pk, "offset": up.offset, "length": up.length, "filename": up.filename,
@@ -196,7 +200,7 @@ class UploadDetailView(_TusView):
                         headers=self._headers(up))
 
     @extend_schema(summary="Append bytes at Upload-Offset (tus PATCH)", request={OFFSET_CONTENT_TYPE: bytes},
-                   responses={204: OpenApiResponse(description="New Upload-Offset in the headers"),
+                   responses={**TUS_412, 204: OpenApiResponse(description="New Upload-Offset in the headers"),
                               409: OpenApiResponse(description="Upload-Offset is not the server's offset"),
                               415: OpenApiResponse(description="Wrong Content-Type")})
     def patch(self, request, upload_id):
@@ -219,7 +223,7 @@ class UploadDetailView(_TusView):
         return Response(status=status.HTTP_204_NO_CONTENT, headers=self._headers(up))
 
     @extend_schema(summary="Delete a resumable upload (tus termination)", request=None,
-                   responses={204: OpenApiResponse(description="Deleted")})
+                   responses={**TUS_412, 204: OpenApiResponse(description="Deleted")})
     def delete(self, request, upload_id):
         with transaction.atomic():
             _delete(self._get(request, upload_id, lock=True))

@@ -41,11 +41,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _config(w, spare_project: int) -> str:
-    """Per-operation path parameters: the seeded objects (DELETE of a project hits a spare one)."""
+def _config(w, spare_project: int, uploads: dict) -> str:
+    """Per-operation path parameters: the seeded objects (DELETE of a project or an upload hits a spare one).
+
+    ``DELETE /api/v1/auth/token/`` is disabled: it revokes the token the request carries, which is the fuzzer's
+    own (schemathesis sends one set of headers to every operation), and every later request would answer 401.
+    Revocation itself is tested in tests/api/test_throttling.py and tests/api/test_audit.py."""
     ids = w.ids
     rules = [
         ("^/api/v1/projects/\\{id\\}/$", "DELETE", {"path.id": spare_project}),
+        ("^/api/v1/projects/\\{id\\}/leaderboard/", None, {"path.id": ids["p"], "query.dataset": ids["ds"]}),
+        ("^/api/v1/uploads/\\{upload_id\\}/", "DELETE", {"path.upload_id": uploads["spare"]}),
+        ("^/api/v1/uploads/\\{upload_id\\}/", None, {"path.upload_id": uploads["main"]}),
         ("^/api/v1/projects/\\{id\\}/", None, {"path.id": ids["p"]}),
         ("^/api/v1/datasets/\\{id\\}/items/\\{item_pk\\}/", None, {"path.id": ids["ds"], "path.item_pk": ids["item"]}),
         ("^/api/v1/datasets/\\{id\\}/(cancel|retry)/", None, {"path.id": ids["ds_failed"]}),
@@ -56,7 +63,8 @@ def _config(w, spare_project: int) -> str:
         ("^/api/v1/models/\\{key\\}/predict/", None, {"path.key": ids["zs_key"], "query.project": ids["p"]}),
         ("^/api/v1/models/\\{key\\}/", None, {"path.key": ids["baseline_key"]}),
     ]
-    lines = []
+    lines = ["[[operations]]", "include-path = '/api/v1/auth/token/'", 'include-method = "DELETE"',
+             "enabled = false", ""]
     for regex, method, params in rules:
         lines.append("[[operations]]")
         lines.append(f"include-path-regex = '{regex}'")
@@ -67,6 +75,24 @@ def _config(w, spare_project: int) -> str:
         lines.append("parameters = { " + ", ".join(f'"{k}" = {json.dumps(v)}' for k, v in params.items()) + " }")
         lines.append("")
     return "\n".join(line for line in lines if line is not None)
+
+
+def _seed_upload(user) -> str:
+    """An unfinished tus upload of ``user`` (1 KiB announced, nothing sent yet) for the uploads/{id} operations."""
+    import uuid
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from datasets_app.models import ResumableUpload
+    from piggyback import files
+
+    uid = uuid.uuid4().hex
+    name = f"uploads/resumable/{user.pk}/{uid}.part"
+    files.create_empty(name)
+    ResumableUpload.objects.create(id=uid, user=user, length=1024, filename="fuzz.zip", storage_name=name,
+                                   expires_at=timezone.now() + timedelta(hours=2))
+    return uid
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +107,9 @@ def fuzz_world(django_db_setup, django_db_blocker, tmp_path_factory):
         w = build_world(model_dir)
         spare = create_project(w.users["owner"], "Fuzz spare", "deleted by the fuzzer")
         token = Token.objects.create(user=w.users["owner"])
+        uploads = {"main": _seed_upload(w.users["owner"]), "spare": _seed_upload(w.users["owner"])}
         try:
-            yield w, spare.pk, token.key
+            yield w, spare.pk, token.key, uploads
         finally:
             destroy_world(w)
 
@@ -93,7 +120,9 @@ def live_server_url(fuzz_world, tmp_path_factory):
 
     port = _free_port()
     log_path = tmp_path_factory.mktemp("fuzz-web") / "gunicorn.log"
-    env = {**worker_env(), "DJANGO_ENV": "development", "PIGGYBACK_TORCH_THREADS": "1", "DEBUG": "0"}
+    # one user sends every request: generous per-user rates so the run measures the API, not the throttle
+    rates = {f"API_RATE_{scope}": "100000/minute" for scope in ("READ", "WRITE", "PREDICT", "UPLOAD", "JOB")}
+    env = {**worker_env(), "DJANGO_ENV": "development", "PIGGYBACK_TORCH_THREADS": "1", "DEBUG": "0", **rates}
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "piggyback.wsgi:application", "--bind", f"127.0.0.1:{port}",
@@ -140,17 +169,19 @@ def _tracebacks(server_log: str) -> str:
 
 @pytest.mark.slow
 def test_fuzzed_api_never_answers_5xx_and_only_documented_codes(db, fuzz_world, live_server_url, tmp_path):
-    world, spare, token = fuzz_world
+    world, spare, token, uploads = fuzz_world
     url, log_path = live_server_url
     config = tmp_path / "schemathesis.toml"
-    config.write_text(_config(world, spare))
+    config.write_text(_config(world, spare, uploads))
     cmd = [str(Path(sys.executable).parent / "schemathesis"), "--config-file", str(config), "run", f"{url}/api/schema/",
-           "--header", f"Authorization: Token {token}", "--checks", CHECKS, "--max-examples", str(MAX_EXAMPLES),
+           "--header", f"Authorization: Token {token}",
+           "--header", "Tus-Resumable: 1.0.0", "--checks", CHECKS, "--max-examples", str(MAX_EXAMPLES),
            "--seed", str(SEED),
            "--phases", "examples,coverage,fuzzing", "--workers", "2", "--request-timeout", "120",
            "--max-failures", "200", "--no-color", "--output-truncate", "true", "--continue-on-failure"]
     r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900,
-                       env={**os.environ, "SCHEMATHESIS_HOOKS": ""})
+                       env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.api.schemathesis_hooks",
+                            "PYTHONPATH": str(ROOT)})
     text = r.stdout + r.stderr
     figures = _figures(text)
     print(text[-6000:])
