@@ -4,8 +4,9 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
+from datasets_app import services
 from datasets_app.models import Dataset
-from piggyback import project_services, services
+from piggyback import project_services
 from piggyback.models import Project
 
 
