@@ -76,12 +76,10 @@ def _stop(server, work: Path) -> None:
     stop_embedded_redis(work / "var")
 
 
-def newcomer_path(demo_images: int | None = None, *, screenshots: Path | None = None) -> dict:
-    """Drive the newcomer path; returns the measurements (see the module docstring)."""
-    from PIL import Image
+def newcomer_path(demo_images: int | None = None, *, screenshots: Path | None = None, browser=None) -> dict:
+    """Drive the newcomer path; returns the measurements (see the module docstring). ``browser``: a Playwright
+    Chromium already running (the test suite's); otherwise one is started here."""
     from playwright.sync_api import sync_playwright
-
-    from gpu_worker.explain import pointing_game
 
     work = Path(tempfile.mkdtemp(prefix="piggyback-newcomer-"))
     t_start = time.time()
@@ -89,64 +87,84 @@ def newcomer_path(demo_images: int | None = None, *, screenshots: Path | None = 
     out: dict = {"quick_start_s": time.time() - t_start, "quick_start_log": up_log}
     base = project_url.split("/projects/")[0]
     try:
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+        if browser is None:
+            with sync_playwright() as pw:
+                own = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
                                          args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.set_default_timeout(60_000)
-
-            def shot(name):
-                if screenshots:
-                    screenshots.mkdir(parents=True, exist_ok=True)
-                    page.screenshot(path=str(screenshots / f"newcomer-{name}.png"), full_page=True)
-
-            page.goto(base + "/accounts/login/")
-            page.fill("input[name=login]", "demo")
-            page.fill("input[name=password]", "piggyback-demo")
-            page.press("input[name=password]", "Enter")
-            page.wait_for_load_state()
-            t0 = time.time()
-            page.goto(project_url)
-            # the demo's datasets are cleaned by the worker the quick start started; the "Train a model" step
-            # gets its link once a dataset is ready (and the holdout set is cleaned right after it)
-            # wait for both demo datasets: the train step's link (a dataset is ready) and no dataset still queued/checking
-            busy = "#datasets-section .badge:has-text('Checking'), #datasets-section .badge:has-text('Waiting for a worker')"
-            while not page.locator("[data-step=train] a").count() or page.locator(busy).count():
-                if time.time() - t0 > 600:
-                    raise RuntimeError("the demo datasets were not cleaned in 10 minutes")
-                time.sleep(1)
-                page.reload()
-            out["demo_ready_s"] = time.time() - t0
-            shot("1-project")
-            page.click("[data-step=train] a")
-            page.wait_for_selector("#start-form")
-            out["model"] = page.input_value("#id_model")
-            out["preset"] = "balanced" if page.is_checked("#preset-balanced") else "?"
-            t0 = time.time()
-            page.click("#start-button")
-            page.wait_for_url("**/training/runs/*/")  # the progress page (a form error would stay on the start page)
-            page.wait_for_url("**/evaluate/runs/*/", timeout=1_800_000)
-            out["train_s"] = time.time() - t0
-            acc = re.search(r"validation VQA accuracy ([\d.]+)", page.content())
-            out["val_vqa_accuracy"] = float(acc.group(1)) if acc else None
-            out["samples_source"] = page.inner_text("#samples-source")
-            shot("2-evaluation")
-            sample_key = page.get_attribute("input[name='s-sample']:checked", "value")
-            question = page.input_value("#s-question")
-            page.click("#sample-form button[type=submit]")
-            page.wait_for_selector("[data-testid=answer]")
-            out["question"] = question
-            out["answer"] = page.inner_text("[data-testid=answer]").strip()
-            out["right"] = page.locator("#result .badge:has-text('right')").count() == 1
-            shot("3-answer")
-            pred_id = re.search(r"prediction=(\d+)", page.url).group(1)
-            pred = page.request.get(f"{base}/api/v1/predictions/{pred_id}/").json()
-            image = Image.open(io.BytesIO(page.request.get(f"{base}/evaluate/samples/{sample_key}.png").body()))
-            out["regions"] = pred["regions"]
-            out["on_shape"] = pointing_game(pred["regions"], image.convert("RGB"))
-            browser.close()
+                try:
+                    out.update(_drive(own, base, project_url, screenshots))
+                finally:
+                    own.close()
+        else:
+            out.update(_drive(browser, base, project_url, screenshots))
     finally:
         _stop(server, work)
+    return out
+
+
+def _drive(browser, base: str, project_url: str, screenshots: Path | None) -> dict:
+
+    from PIL import Image
+
+    from gpu_worker.explain import pointing_game
+
+    out: dict = {}
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    try:
+        page.set_default_timeout(60_000)
+
+        def shot(name):
+            if screenshots:
+                screenshots.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(screenshots / f"newcomer-{name}.png"), full_page=True)
+
+        page.goto(base + "/accounts/login/")
+        page.fill("input[name=login]", "demo")
+        page.fill("input[name=password]", "piggyback-demo")
+        page.press("input[name=password]", "Enter")
+        page.wait_for_load_state()
+        t0 = time.time()
+        page.goto(project_url)
+        # the demo's datasets are cleaned by the worker the quick start started; the "Train a model" step
+        # gets its link once a dataset is ready (and the holdout set is cleaned right after it)
+        # wait for both demo datasets: the train step's link (a dataset is ready) and no dataset still queued/checking
+        busy = "#datasets-section .badge:has-text('Checking'), #datasets-section .badge:has-text('Waiting for a worker')"
+        while not page.locator("[data-step=train] a").count() or page.locator(busy).count():
+            if time.time() - t0 > 600:
+                raise RuntimeError("the demo datasets were not cleaned in 10 minutes")
+            time.sleep(1)
+            page.reload()
+        out["demo_ready_s"] = time.time() - t0
+        shot("1-project")
+        page.click("[data-step=train] a")
+        page.wait_for_selector("#start-form")
+        out["model"] = page.input_value("#id_model")
+        out["preset"] = "balanced" if page.is_checked("#preset-balanced") else "?"
+        t0 = time.time()
+        page.click("#start-button")
+        page.wait_for_url("**/training/runs/*/")  # the progress page (a form error would stay on the start page)
+        page.wait_for_url("**/evaluate/runs/*/", timeout=1_800_000)
+        out["train_s"] = time.time() - t0
+        acc = re.search(r"validation VQA accuracy ([\d.]+)", page.content())
+        out["val_vqa_accuracy"] = float(acc.group(1)) if acc else None
+        out["samples_source"] = page.inner_text("#samples-source")
+        shot("2-evaluation")
+        sample_key = page.get_attribute("input[name='s-sample']:checked", "value")
+        question = page.input_value("#s-question")
+        page.click("#sample-form button[type=submit]")
+        page.wait_for_selector("[data-testid=answer]")
+        out["question"] = question
+        out["answer"] = page.inner_text("[data-testid=answer]").strip()
+        out["right"] = page.locator("#result .badge:has-text('right')").count() == 1
+        shot("3-answer")
+        pred_id = re.search(r"prediction=(\d+)", page.url).group(1)
+        pred = page.request.get(f"{base}/api/v1/predictions/{pred_id}/").json()
+        image = Image.open(io.BytesIO(page.request.get(f"{base}/evaluate/samples/{sample_key}.png").body()))
+        out["regions"] = pred["regions"]
+        out["on_shape"] = pointing_game(pred["regions"], image.convert("RGB"))
+    finally:
+        context.close()
     return out
 
 

@@ -13,10 +13,10 @@ from tests.e2e.conftest import ARTIFACTS
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-def test_newcomer_trains_the_demo_with_defaults_and_gets_a_right_answer_on_a_holdout_image():
+def test_newcomer_trains_the_demo_with_defaults_and_gets_a_right_answer_on_a_holdout_image(browser):
     from bench.bench_newcomer import newcomer_path
 
-    r = newcomer_path(None, screenshots=ARTIFACTS)
+    r = newcomer_path(None, screenshots=ARTIFACTS, browser=browser)  # the suite's Chromium (one Playwright per process)
     # what happened, for people reading the artifacts (timing is the benchmark's business, not asserted here)
     (ARTIFACTS / "newcomer.txt").write_text("\n".join(f"{k}: {v}" for k, v in r.items() if k != "quick_start_log") + "\n")
     assert "Next: open the project “Demo: easy-VQA”" in r["quick_start_log"]

@@ -16,7 +16,7 @@ from PIL import Image
 
 from gpu_worker.images import ORIENTATION_TAG, upright
 from gpu_worker.models.registry import get_adapter_class, get_spec
-from gpu_worker.models.tiny import make_tiny_checkpoint
+from gpu_worker.models.tiny import make_tiny_backbone, make_tiny_checkpoint
 from gpu_worker.safezip import scan_zip
 
 W, H = 96, 64   # not square, so a missed 90 degree turn changes the size
@@ -108,6 +108,8 @@ def _tiny_adapter(key, items, root, tmp_path):
     if spec.family != "baseline":
         source = make_tiny_checkpoint(spec.family, str(tmp_path / f"tiny-{key}"))
         params["feature_cache_dir"] = str(tmp_path / f"features-{key}")
+        if spec.needs_features:  # region families name their (tiny, random) backbone explicitly, never silently
+            params["feature_backbone"] = make_tiny_backbone(str(tmp_path / f"backbone-{key}"))
     else:
         params.update({"cnn_channels": [8, 8, 16, 16], "hidden_size": 32})
     torch.manual_seed(0)
