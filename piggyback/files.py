@@ -512,7 +512,7 @@ def _upload_part(s3: _S3, name: str, upload_id: str, number: int, data: bytearra
     """One part; FileNotFoundError when the multipart upload is gone (aborted, e.g. by a lifecycle rule)."""
     try:
         etag = s3.client.upload_part(Bucket=s3.bucket, Key=s3.key(name), UploadId=upload_id, PartNumber=number,
-                                     Body=bytes(data))["ETag"]
+                                     Body=data)["ETag"]
     except Exception as exc:
         raise _missing(exc, name) from exc
     return {"n": number, "etag": etag, "size": len(data)}

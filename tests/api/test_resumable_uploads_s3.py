@@ -174,3 +174,56 @@ def test_dataset_from_uploads_in_the_bucket(s3, client_for, owner, project, run_
     run_jobs()
     ds.refresh_from_db()
     assert ds.status == "succeeded" and ds.counts["rows_kept"] == 3, ds.error
+
+
+def test_one_part_in_memory_at_a_time(monkeypatch):
+    """45 MiB through append_parts with 8 MiB parts: parts go up as they fill, Python's peak stays about one part
+    (a recording stand-in for the bucket, so the bucket's own copy of the bytes is not counted)."""
+    import tracemalloc
+
+    from piggyback import files
+
+    sent = []
+
+    class Client:
+        def upload_part(self, Body, PartNumber, **kw):
+            sent.append((PartNumber, len(Body)))
+            return {"ETag": f'"{PartNumber}"'}
+
+        def complete_multipart_upload(self, MultipartUpload, **kw):
+            sent.append(("complete", [p["PartNumber"] for p in MultipartUpload["Parts"]]))
+
+    class Bucket:
+        client, bucket = Client(), BUCKET
+
+        def key(self, name):
+            return name
+
+        def delete_prefix(self, prefix):
+            sent.append(("delete", prefix))
+
+    class Zeros:
+        def __init__(self, n):
+            self.left = n
+
+        def read(self, n):
+            n = min(n, self.left)
+            self.left -= n
+            return bytes(n)
+
+    monkeypatch.setattr(files, "_s3", Bucket)
+    size = 45 * MIB + 123
+    tracemalloc.start()
+    try:
+        written, parts, tail = files.append_parts("u.part", "id", [], "", 0, Zeros(size), size, length=size,
+                                                  part_bytes=8 * MIB)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert written == size and tail == "" and [p["size"] for p in parts] == [8 * MIB] * 5 + [5 * MIB + 123]
+    assert sent[-2:] == [("complete", [1, 2, 3, 4, 5, 6]), ("delete", "u.part.tail")]
+    assert peak < 10 * MIB, peak
+    # the part size: at least S3's 5 MiB, and big enough for S3's 10,000 parts
+    assert files.part_size(10, 1024) == 5 * MIB and files.part_size(10 * MIB, 8 * MIB) == 8 * MIB
+    big = 200 * 1024**3
+    assert files.part_size(big, 8 * MIB) > 8 * MIB and files.part_size(big, 8 * MIB) * 10_000 >= big
