@@ -19,7 +19,10 @@ Storage backends:
   the bytes after the last full part, fewer than a part, wait in a small tail object in the bucket
   (``<name>.tail/<offset>``, a new one per recorded state), so any web process can take the next ``PATCH``
   and ``Upload-Offset`` = the parts' bytes + the tail's. A request cut short keeps what arrived, as on a
-  local disk. The last ``PATCH`` sends the tail as the last part and completes the upload.
+  local disk; a process killed mid-``PATCH`` leaves the row's state as it was (parts it sent past the
+  recorded ones are sent again under the same numbers; tails it wrote go at completion). The last ``PATCH``
+  sends the tail as the last part and completes the upload. Bytes removed behind the server's back (a
+  lifecycle rule) answer 404 and the upload is dropped.
   ``DELETE`` and expiry abort the multipart upload and delete the tails. The dataset cannot be stored under
   the upload's name (its project is known only then), so it takes the object by a server-side copy
   (multipart copy above 256 MiB, so beyond 5 GB too) and a delete: no byte passes through the web process.
