@@ -158,7 +158,8 @@ class Correction(models.Model):
 
 
 class ResumableUpload(models.Model):
-    """One tus 1.0 upload: its bytes are appended straight into storage at ``storage_name``.
+    """One tus 1.0 upload: its bytes are appended straight into storage at ``storage_name`` (a local file,
+    or an S3 multipart upload completed when the last byte arrives).
 
     Private to its user (another user's id answers 404); consumed (row deleted, file moved) when a dataset
     is created from it; removed when it expires unfinished."""
@@ -170,6 +171,11 @@ class ResumableUpload(models.Model):
     filename = models.CharField(max_length=255, blank=True, default="")
     metadata = models.JSONField(default=dict, blank=True)
     storage_name = models.CharField(max_length=300)
+    # S3 storage: the multipart upload at storage_name ("" on a local disk), its uploaded parts
+    # ([{"n", "etag", "size"}]) and the stored name of the tail object holding the bytes after the last part
+    multipart_id = models.CharField(max_length=1024, blank=True, default="")
+    parts = models.JSONField(default=list, blank=True)
+    tail_name = models.CharField(max_length=320, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField(db_index=True)
 

@@ -148,10 +148,11 @@ def detect_format(questions, annotations=None) -> str:
 # Finished resumable uploads, handed to create_dataset like uploaded files (moved, never copied)
 # ------------------------------------------------------------------------------------------------
 class StoredUpload(File):
-    """A finished tus upload (:class:`ResumableUpload`) seen as an uploaded file."""
+    """A finished tus upload (:class:`ResumableUpload`) seen as an uploaded file (on S3 the checks' reads of the
+    first bytes are ranged GETs: the object is never downloaded here)."""
 
     def __init__(self, upload: ResumableUpload):
-        super().__init__(default_storage.open(upload.storage_name, "rb"), name=upload.filename or upload.pk)
+        super().__init__(files.open_ranged(upload.storage_name, upload.length), name=upload.filename or upload.pk)
         self.upload = upload
         self.size = upload.length
         self.size_limit = settings.RESUMABLE_UPLOAD_MAX_BYTES

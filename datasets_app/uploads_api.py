@@ -3,11 +3,29 @@
 Resumable uploads for files beyond one HTTP request: ``POST`` creates an upload of a declared
 ``Upload-Length`` (201 + ``Location``), ``PATCH`` appends bytes at ``Upload-Offset`` (a different offset
 answers 409), ``HEAD`` tells the offset the server holds so an interrupted upload resumes from there, and
-``DELETE`` removes it. The bytes are appended straight into the storage backend at the upload's final
-stored name (no temporary second copy). Uploads are private to their user (another user's id answers 404),
+``DELETE`` removes it. The bytes are appended straight into the storage backend at the upload's stored
+name (no temporary second copy). Uploads are private to their user (another user's id answers 404),
 limited in size and in number of unfinished uploads per user, and expire (``Upload-Expires``) when left
 unfinished. ``POST /api/v1/datasets/`` takes ``images_upload`` / ``questions_upload`` /
 ``annotations_upload`` = the last path segment of the ``Location``.
+
+Storage backends:
+
+* local folder: ``PATCH`` appends to the file (a broken-off write past the recorded offset is cut off by the
+  next ``PATCH``); the dataset takes the file by a rename.
+* S3 (django-storages): ``POST`` starts a multipart upload at the stored name (its UploadId, and later its
+  parts' numbers, ETags and sizes, are recorded on the :class:`ResumableUpload` row). ``PATCH`` streams the
+  body into parts of ``RESUMABLE_UPLOAD_PART_BYTES`` (at least S3's 5 MiB; one part in memory at a time);
+  the bytes after the last full part, fewer than a part, wait in a small tail object in the bucket
+  (``<name>.tail/<offset>``, a new one per recorded state), so any web process can take the next ``PATCH``
+  and ``Upload-Offset`` = the parts' bytes + the tail's. A request cut short keeps what arrived, as on a
+  local disk; a process killed mid-``PATCH`` leaves the row's state as it was (parts it sent past the
+  recorded ones are sent again under the same numbers; tails it wrote go at completion). The last ``PATCH``
+  sends the tail as the last part and completes the upload. Bytes removed behind the server's back (a
+  lifecycle rule) answer 404 and the upload is dropped.
+  ``DELETE`` and expiry abort the multipart upload and delete the tails. The dataset cannot be stored under
+  the upload's name (its project is known only then), so it takes the object by a server-side copy
+  (multipart copy above 256 MiB, so beyond 5 GB too) and a delete: no byte passes through the web process.
 
 drf-tus (PyPI) was considered: it writes every chunk to a local temporary file and copies it to storage
 at the end, reads whole chunks into memory, and has no per-user ownership or limits, so the protocol is
@@ -93,6 +111,8 @@ def purge_expired(now=None) -> int:
 def _delete(up: ResumableUpload) -> None:
     from datasets_app.services import delete_stored_name
 
+    if up.multipart_id:
+        files.abort_resumable(up.storage_name, up.multipart_id)
     delete_stored_name(up.storage_name)
     up.delete()
 
@@ -152,13 +172,13 @@ class UploadCreateView(_TusView):
         filename = (meta.get("filename") or meta.get("name") or "")[:255]
         name = f"uploads/resumable/{request.user.pk}/{uid}.part"
         try:
-            files.create_empty(name)
+            multipart_id = files.start_resumable(name)
         except files.AppendNotSupported:
             raise exceptions.ValidationError(
-                "Resumable uploads need the local storage backend in this version; upload the files "
+                "Resumable uploads need a local folder or S3 as the storage backend; upload the files "
                 "directly with POST /api/v1/datasets/ instead.") from None
         up = ResumableUpload.objects.create(id=uid, user=request.user, length=length, filename=filename,
-                                            metadata=meta, storage_name=name,
+                                            metadata=meta, storage_name=name, multipart_id=multipart_id,
                                             expires_at=timezone.now() + lifetime)
         location = request.build_absolute_uri(f"/api/v1/uploads/{uid}/")
         return Response({"id": uid, "location": location}, status=status.HTTP_201_CREATED,
@@ -208,6 +228,16 @@ class UploadDetailView(_TusView):
             raise exceptions.UnsupportedMediaType(request.content_type or "(none)",
                                                   detail=f"Send the bytes as '{OFFSET_CONTENT_TYPE}'.")
         offset = _int_header(request, "Upload-Offset")
+        try:
+            up = self._append(request, upload_id, offset)
+        except FileNotFoundError:  # S3: the multipart upload or its tail was removed behind our back
+            for gone in ResumableUpload.objects.filter(user=request.user, pk=upload_id):
+                _delete(gone)
+            raise exceptions.NotFound("The bytes of this upload are no longer in the storage (removed by the "
+                                      "storage's clean-up); start the upload again.") from None
+        return Response(status=status.HTTP_204_NO_CONTENT, headers=self._headers(up))
+
+    def _append(self, request, upload_id, offset: int) -> ResumableUpload:
         with transaction.atomic():
             up = self._get(request, upload_id, lock=True)
             if offset != up.offset:
@@ -217,10 +247,26 @@ class UploadDetailView(_TusView):
             if declared.isdigit() and up.offset + int(declared) > up.length:
                 raise TooLarge(f"These {int(declared):,} bytes would go past the declared length of "
                                f"{up.length:,} bytes.")
-            written = files.append_stream(up.storage_name, up.offset, request._request, up.length - up.offset)
-            up.offset += written
-            up.save(update_fields=["offset"])
-        return Response(status=status.HTTP_204_NO_CONTENT, headers=self._headers(up))
+            if up.multipart_id:
+                self._append_parts(up, request._request)
+            else:
+                up.offset += files.append_stream(up.storage_name, up.offset, request._request,
+                                                 up.length - up.offset)
+                up.save(update_fields=["offset"])
+        return up
+
+    @staticmethod
+    def _append_parts(up: ResumableUpload, stream) -> None:
+        """S3: the bytes go up as parts; the row records the parts and the new tail, and the tail it
+        replaces is deleted once that is committed (until then it is the recorded state)."""
+        old_tail = up.tail_name
+        written, up.parts, up.tail_name = files.append_parts(
+            up.storage_name, up.multipart_id, up.parts, up.tail_name, up.offset, stream, up.length - up.offset,
+            length=up.length, part_bytes=files.part_size(up.length, settings.RESUMABLE_UPLOAD_PART_BYTES))
+        up.offset += written
+        up.save(update_fields=["offset", "parts", "tail_name"])
+        if old_tail and old_tail != up.tail_name and not up.is_complete:  # complete: all tails went already
+            transaction.on_commit(lambda: files.discard_tail(old_tail))
 
     @extend_schema(summary="Delete a resumable upload (tus termination)", request=None,
                    responses={**TUS_412, 204: OpenApiResponse(description="Deleted")})

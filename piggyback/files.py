@@ -10,16 +10,22 @@
   reads above ``AWS_S3_MULTIPART_THRESHOLD``, straight between disk and bucket), folders are synced with
   one listing per 1,000 objects and many small files move on a few threads; other remote storages go
   through the plain Storage API.
+* Resumable (tus) uploads append straight into storage: to a local file (:func:`append_stream`) or, on S3,
+  as parts of one multipart upload with the unfinished tail in a small object (:func:`append_parts`);
+  :func:`move` is then a rename or a server-side copy + delete.
 """
 from __future__ import annotations
 
 import hashlib
+import io
+import math
 import mimetypes
 import os
 import shutil
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 
 from django.conf import settings
@@ -29,6 +35,16 @@ from django.http import FileResponse, Http404
 
 CHUNK = 1024 * 1024
 TRANSFER_THREADS = 8  # concurrent small-file transfers (folders of images, overlays, model files)
+S3_MIN_PART = 5 * 1024 * 1024  # S3's smallest part (every part but the last)
+S3_MAX_PARTS = 10_000  # S3's most parts in one multipart upload
+
+
+def _copy_config():
+    """Server-side copies (moves) in big parts: a 50 GB upload is ~200 UploadPartCopy calls, 10 at a time."""
+    from boto3.s3.transfer import TransferConfig
+
+    return TransferConfig(multipart_threshold=256 * 1024 * 1024, multipart_chunksize=256 * 1024 * 1024,
+                          max_concurrency=10)
 
 
 def storage_path(name: str) -> Path | None:
@@ -95,12 +111,39 @@ class _S3:
         for i in range(0, len(keys), 1000):  # DeleteObjects takes at most 1,000 keys
             self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys[i:i + 1000], "Quiet": True})
 
+    def copy(self, src: str, dest: str) -> None:
+        """Server-side copy (no byte passes through this process); multipart copy for big objects, so
+        objects beyond CopyObject's 5 GB limit copy too."""
+        key = self.key(dest)
+        self.client.copy({"Bucket": self.bucket, "Key": self.key(src)}, self.bucket, key,
+                         ExtraArgs=self.storage._get_write_parameters(key), Config=_copy_config())
+
+    def put_bytes(self, name: str, data: bytes) -> None:
+        key = self.key(name)
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **self.storage._get_write_parameters(key))
+
+    def delete(self, name: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self.key(name))
+
+    def range(self, name: str, start: int, size: int) -> bytes:
+        """``size`` bytes from ``start`` (fewer at the end of the object): one ranged GET."""
+        if size <= 0:
+            return b""
+        try:
+            obj = self.client.get_object(Bucket=self.bucket, Key=self.key(name), Range=f"bytes={start}-{start + size - 1}")
+        except Exception as exc:
+            if str((getattr(exc, "response", None) or {}).get("Error", {}).get("Code", "")) == "InvalidRange":
+                return b""  # at or past the end
+            raise _missing(exc, name) from exc
+        with closing(obj["Body"]) as body:
+            return body.read()
+
 
 def _missing(exc: Exception, name: str) -> Exception:
     """botocore's 404 as FileNotFoundError; anything else unchanged."""
     response = getattr(exc, "response", None) or {}
     code = str(response.get("Error", {}).get("Code", ""))
-    if code in ("404", "NoSuchKey", "NotFound"):
+    if code in ("404", "NoSuchKey", "NotFound", "NoSuchUpload"):
         return FileNotFoundError(f"{name} is not in the storage")
     return exc
 
@@ -342,15 +385,28 @@ def serve_file(name: str, *, download_name: str | None = None, as_attachment: bo
 # Appending (resumable uploads): bytes go straight to their stored file, no second full copy
 # ------------------------------------------------------------------------------------------------
 class AppendNotSupported(Exception):
-    """The storage backend cannot append to a stored file (implemented: local folders)."""
+    """The storage backend cannot append to a stored file (implemented: local folders and S3)."""
+
+
+def start_resumable(name: str) -> str:
+    """Prepare ``name`` for appending: an empty file on a local disk (returns ""), a multipart upload on S3
+    (returns its UploadId, which :func:`append_parts` then needs). Other storages: AppendNotSupported."""
+    if storage_path(name) is not None:
+        create_empty(name)
+        return ""
+    s3 = _s3()
+    if s3 is None:
+        raise AppendNotSupported(name)
+    key = s3.key(name)
+    return s3.client.create_multipart_upload(Bucket=s3.bucket, Key=key,
+                                             **s3.storage._get_write_parameters(key))["UploadId"]
 
 
 def create_empty(name: str) -> None:
     """Make an empty stored file at exactly ``name`` (the target of later :func:`append_stream` calls)."""
     path = storage_path(name)
     if path is None:
-        # S3 would start a multipart upload here and append parts; not implemented in this version
-        raise AppendNotSupported(name)
+        raise AppendNotSupported(name)  # S3: start_resumable / append_parts
     path.parent.mkdir(parents=True, exist_ok=True)
     path.touch(exist_ok=False)
 
@@ -379,12 +435,162 @@ def append_stream(name: str, offset: int, stream, max_bytes: int, chunk: int = 1
     return written
 
 
+def part_size(length: int, wanted: int) -> int:
+    """The S3 part size for an upload of ``length`` bytes: ``wanted``, at least S3's 5 MiB minimum, and
+    large enough that the upload fits in S3's 10,000 parts."""
+    return max(int(wanted), S3_MIN_PART, math.ceil(length / S3_MAX_PARTS))
+
+
+def tails_prefix(name: str) -> str:
+    """Where the not-yet-uploaded tails of the S3 upload ``name`` are kept (one object per recorded state)."""
+    return f"{name}.tail"
+
+
+def append_parts(name: str, upload_id: str, parts: list[dict], tail: str, offset: int, stream, max_bytes: int, *,
+                 length: int, part_bytes: int, chunk: int = CHUNK) -> tuple[int, list[dict], str]:
+    """Append up to ``max_bytes`` from ``stream`` to the S3 multipart upload ``upload_id`` at ``name``.
+
+    The recorded state is ``parts`` (``{"n", "etag", "size"}`` of the uploaded parts) and ``tail`` (the stored
+    name of an object holding the bytes after the last part, fewer than a part; "" when none), so the offset is
+    the parts' sizes + the tail's. The tail and the new bytes are sent as parts of ``part_bytes`` as they fill
+    (one part in memory at a time); what is left becomes a NEW tail object (named by its end offset: the
+    recorded one is never overwritten, so the state stays consistent until the caller records the new one
+    and deletes the old). When the bytes reach ``length``, the rest goes up as the last part and the upload
+    is completed. A stream that breaks off keeps what arrived, like :func:`append_stream`.
+
+    Returns (bytes written, new parts, new tail name). FileNotFoundError when the multipart upload or the
+    recorded tail is no longer in the bucket."""
+    s3 = _s3()
+    if s3 is None:
+        raise AppendNotSupported(name)
+    if offset >= length:  # complete already (an empty PATCH at the end)
+        return 0, list(parts), tail
+    buf = bytearray()
+    if tail:
+        body, _ = s3.get(tail)
+        with closing(body):
+            buf += body.read()  # less than one part
+    parts = list(parts)
+    if sum(p["size"] for p in parts) + len(buf) != offset:
+        raise RuntimeError(f"the stored parts of {name} do not add up to its offset {offset}")
+    written = 0
+    while True:
+        if len(buf) >= part_bytes:
+            parts.append(_upload_part(s3, name, upload_id, len(parts) + 1, buf))
+            buf = bytearray()
+        if written >= max_bytes:
+            break
+        try:
+            data = stream.read(min(chunk, max_bytes - written, part_bytes - len(buf)))
+        except OSError:  # the client went away mid-chunk
+            break
+        if not data:
+            break
+        buf += data
+        written += len(data)
+    end = offset + written
+    if end == length:
+        if buf or not parts:
+            parts.append(_upload_part(s3, name, upload_id, len(parts) + 1, buf))
+        try:
+            s3.client.complete_multipart_upload(
+                Bucket=s3.bucket, Key=s3.key(name), UploadId=upload_id,
+                MultipartUpload={"Parts": [{"PartNumber": p["n"], "ETag": p["etag"]} for p in parts]})
+        except Exception as exc:
+            raise _missing(exc, name) from exc
+        s3.delete_prefix(tails_prefix(name))  # the recorded tail and any a crashed request left
+        return written, parts, ""
+    if written == 0:
+        return 0, parts, tail
+    new_tail = f"{tails_prefix(name)}/{end}" if buf else ""
+    if buf:
+        s3.put_bytes(new_tail, bytes(buf))
+    return written, parts, new_tail
+
+
+def _upload_part(s3: _S3, name: str, upload_id: str, number: int, data: bytearray) -> dict:
+    """One part; FileNotFoundError when the multipart upload is gone (aborted, e.g. by a lifecycle rule)."""
+    try:
+        etag = s3.client.upload_part(Bucket=s3.bucket, Key=s3.key(name), UploadId=upload_id, PartNumber=number,
+                                     Body=data)["ETag"]
+    except Exception as exc:
+        raise _missing(exc, name) from exc
+    return {"n": number, "etag": etag, "size": len(data)}
+
+
+def discard_tail(tail: str) -> None:
+    """Delete a tail object that a newer recorded state has replaced."""
+    s3 = _s3()
+    if tail and s3 is not None:
+        s3.delete(tail)
+
+
+def abort_resumable(name: str, upload_id: str) -> None:
+    """Abort the S3 multipart upload (its parts are freed; done already is fine) and delete its tails."""
+    s3 = _s3()
+    if s3 is None or not upload_id:
+        return
+    try:
+        s3.client.abort_multipart_upload(Bucket=s3.bucket, Key=s3.key(name), UploadId=upload_id)
+    except Exception as exc:
+        if str((getattr(exc, "response", None) or {}).get("Error", {}).get("Code", "")) != "NoSuchUpload":
+            raise
+    s3.delete_prefix(tails_prefix(name))
+
+
+class _RangedReader(io.RawIOBase):
+    """A seekable read-only view of an S3 object, each read one ranged GET: sniffing the first bytes of a
+    big upload without downloading it (django-storages' S3File fetches the whole object on the first read)."""
+
+    def __init__(self, s3: _S3, name: str, size: int):
+        super().__init__()
+        self._s3, self.name, self._size, self._pos = s3, name, size, 0
+
+    def readable(self):
+        return True
+
+    def seekable(self):
+        return True
+
+    def tell(self):
+        return self._pos
+
+    def seek(self, pos, whence=io.SEEK_SET):
+        self._pos = max(0, {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence] + pos)
+        return self._pos
+
+    def read(self, n=-1):
+        n = self._size - self._pos if n is None or n < 0 else min(n, self._size - self._pos)
+        data = self._s3.range(self.name, self._pos, n)
+        self._pos += len(data)
+        return data
+
+    def readinto(self, b):
+        data = self.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+
+def open_ranged(name: str, size: int):
+    """A seekable binary reader of a stored file of ``size`` bytes that reads only what is asked for."""
+    s3 = _s3()
+    if s3 is None:
+        return default_storage.open(name, "rb")
+    return _RangedReader(s3, name, size)
+
+
 def move(src: str, dest: str) -> str:
-    """Give a stored file a new name (a rename on local disks, a copy + delete elsewhere)."""
+    """Give a stored file a new name: a rename on local disks, a server-side copy + delete on S3 (no byte
+    through this process), a copy + delete through the Storage API elsewhere."""
     src_path, dest_path = storage_path(src), storage_path(dest)
     if src_path is not None and dest_path is not None:
         dest_path.parent.mkdir(parents=True, exist_ok=True)
         src_path.replace(dest_path)
+        return dest
+    s3 = _s3()
+    if s3 is not None:
+        s3.copy(src, dest)
+        s3.delete(src)
         return dest
     with default_storage.open(src, "rb") as fh:
         stored = default_storage.save(dest, File(fh))
