@@ -194,6 +194,8 @@ def test_review_and_history_pages_show_permission_checked_thumbnails(run, projec
     low.refresh_from_db()
     assert low.thumbnail.endswith(".webp") and default_storage.exists(low.thumbnail)
     assert low.thumbnail.startswith(f"projects/{project.pk}/datasets/{holdout.pk}/thumbs/")  # beside the dataset's
+    gone = _batch_prediction(ev, row=2, confidence=0.2, top_k=[{"answer": "red", "score": 0.2}], name="gone.png")
+    assert editor.get(reverse("api-prediction-file", args=[gone.pk, "thumbnail"])).status_code == 404  # not a 500
 
     # a single question: its thumbnail is made when the image enters, once, and history lists show it
     c = login(owner)
