@@ -31,7 +31,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from PIL import Image, ImageOps
+# the plugins of the allowed formats (imported names unused) are registered at import: Image.open(formats=
+# ALLOWED_FORMATS) then never runs Image.init(), which imports every Pillow plugin (~30 ms of CPU in each new
+# process, e.g. each pool process, which the forkserver forks from a process that has imported this module)
+from PIL import (  # noqa: F401
+    BmpImagePlugin,
+    GifImagePlugin,
+    Image,
+    ImageOps,
+    JpegImagePlugin,
+    MpoImagePlugin,
+    PngImagePlugin,
+    TiffImagePlugin,
+    WebPImagePlugin,
+)
 
 from gpu_worker import Cancelled, UserFacingError
 from gpu_worker.images import exif_orientation, upright_in_place
