@@ -266,9 +266,10 @@ class PredictionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
 
 
 class PredictionFileView(APIView):
-    """A prediction's stored image, boxes overlay or heat-map: a batch prediction's files for the members of
-    its project, a single / sample prediction's files for the member who asked (404 for everyone else, like
-    ``GET /predictions/{id}/``). An overlay not drawn yet is drawn and stored on this first request."""
+    """A prediction's stored image, its thumbnail (WebP, at most 256 px, for lists), boxes overlay or heat-map:
+    a batch prediction's files for the members of its project, a single / sample prediction's files for the
+    member who asked (404 for everyone else, like ``GET /predictions/{id}/``). An overlay not drawn yet is
+    drawn and stored on this first request; so is the thumbnail of a prediction stored before thumbnails."""
 
     @extend_schema(operation_id="predictions_file", responses={(200, "image/png"): OpenApiTypes.BINARY},
                    tags=["evaluation"])
@@ -276,12 +277,13 @@ class PredictionFileView(APIView):
         prediction = get_for_user(Prediction, request.user, pk=pk)
         if not services.can_see_files(request.user, prediction):
             raise NotFound("No Prediction matches the given query.")
-        if which not in ("image", "overlay", "heatmap"):
+        if which not in ("image", "thumbnail", "overlay", "heatmap"):
             raise NotFound("This prediction has no such file.")
         name = services.prediction_file(prediction, which)
         if not name:
             raise NotFound("This prediction has no such file.")
-        return serve_file(name, download_name=f"prediction-{prediction.pk}-{which}.png")
+        suffix = name.rsplit(".", 1)[-1] if which == "thumbnail" and "." in name else "png"  # WebP thumbnails
+        return serve_file(name, download_name=f"prediction-{prediction.pk}-{which}.{suffix}")
 
 
 class CorrectPredictionView(APIView):

@@ -26,7 +26,9 @@ def _scaled(reporter, start, span):
 
 
 def _dataset_items(row):
-    """(items, local image root, {relative image: storage name}) of the evaluated dataset."""
+    """(items, local image root, {relative image: storage name}, {storage name: thumbnail}) of the evaluated
+    dataset (its thumbnails were made at cleaning; items from before then get theirs on first view)."""
+    from datasets_app.models import DatasetItem
     from datasets_app.services import UploadError, training_items
 
     try:
@@ -35,7 +37,9 @@ def _dataset_items(row):
         raise UserFacingError(str(exc)) from exc
     if not items:
         raise UserFacingError(f"The dataset “{row.dataset}” has no questions to evaluate.")
-    return items, image_root, {it["image"]: it["stored"] for it in items}
+    thumbs = dict(DatasetItem.objects.filter(dataset=row.dataset).exclude(thumbnail="")
+                  .values_list("image", "thumbnail").distinct())
+    return items, image_root, {it["image"]: it["stored"] for it in items}, thumbs
 
 
 def _parameter_count(adapter):
@@ -73,7 +77,7 @@ def batch_eval_job(row, reporter):
         if row.dataset_id is not None:
             # 1'. a ready dataset of the project: its cleaned items and stored images (shared, not copied)
             reporter(0.0, f"Reading the dataset “{row.dataset}”", force=True)
-            items, image_root, stored = _dataset_items(row)
+            items, image_root, stored, thumbs = _dataset_items(row)
             counts = {"rows_in": len(items), "rows_kept": len(items), "rows_dropped": 0, "level": "success",
                       "images_kept": len(stored),
                       "dataset": row.dataset_id, "dataset_version": row.dataset.version}
@@ -85,12 +89,16 @@ def batch_eval_job(row, reporter):
                 local_copy(row.questions_file.name), local_copy(row.images_file.name), tmp,
                 report=_scaled(reporter, 0.0, _CLEAN), should_cancel=reporter.should_cancel,
                 questions_name=params.get("questions_name"), images_name=params.get("images_name"),
+                thumbnails=True,   # the lists show them, made once here like a dataset's
             )
             items, image_root = result.items, result.image_root
             counts = dict(result.counts, level=result.level, dropped=result.dropped[:200],
                           dropped_images=result.dropped_images[:200])
             row._update(counts=counts, warnings=list(result.warnings), output_dir=prefix)
             stored = {p.split("/images/", 1)[1]: p for p in save_tree(Path(image_root), f"{prefix}/images")}
+            made = {p.split("/thumbs/", 1)[1]: p for p in save_tree(Path(result.thumb_root), f"{prefix}/thumbs")}
+            thumbs = {stored[it["image"]]: made[it["thumbnail"]] for it in items
+                      if it.get("thumbnail") in made and it["image"] in stored}
 
         # 2. predict (the model stays cached in this worker for the next evaluation)
         gen = {k: v for k, v in params.items() if k in ("num_beams", "max_new_tokens")}
@@ -133,6 +141,7 @@ def batch_eval_job(row, reporter):
                 project_id=row.project_id, kind=Prediction.Kind.BATCH, evaluation=row, user_id=row.created_by_id,
                 training_run_id=row.training_run_id if is_run else None, model_id=None if is_run else row.model_id,
                 row=item.get("row"), image=stored.get(item["image"], ""),
+                thumbnail=thumbs.get(stored.get(item["image"], ""), ""),
                 image_original_name=str(item.get("image_original_name", ""))[:300], question=item["question"],
                 answer=str(pred["answer"])[:300], confidence=float(pred.get("confidence") or 0.0),
                 margin=margin_of(pred.get("top_k"), pred.get("confidence")), top_k=pred.get("top_k") or [], regions=(pred.get("regions") or [])[:5], overlay=overlay,

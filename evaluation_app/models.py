@@ -95,6 +95,8 @@ class Prediction(models.Model):
     top_k = models.JSONField(default=list, blank=True)
     regions = models.JSONField(default=list, blank=True)
     overlay = models.CharField(max_length=300, blank=True, default="", help_text="Storage name of the boxes overlay")
+    thumbnail = models.CharField(max_length=300, blank=True, default="",
+                                 help_text="Storage name of the image's WebP thumbnail (at most 256 px) shown in lists")
     heatmap = models.CharField(max_length=300, blank=True, default="", help_text="Storage name of the heat-map")
     expected_answers = models.JSONField(default=list, blank=True)
     answer_type = models.CharField(max_length=10, blank=True, default="")

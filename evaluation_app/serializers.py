@@ -10,8 +10,9 @@ from piggyback.jobs import queue_position
 
 
 def file_url(request, prediction, which: str) -> str | None:
-    """Permission-checked URL of a prediction's image / overlay / heat-map (None when there is none)."""
-    name = {"image": prediction.image, "overlay": prediction.overlay, "heatmap": prediction.heatmap}[which]
+    """Permission-checked URL of a prediction's image / thumbnail / overlay / heat-map (None when there is none)."""
+    name = {"image": prediction.image, "thumbnail": prediction.thumbnail or prediction.image,  # made on first GET
+            "overlay": prediction.overlay, "heatmap": prediction.heatmap}[which]
     if not name:
         return None
     url = reverse("api-prediction-file", args=[prediction.pk, which])
@@ -37,6 +38,7 @@ class PredictionSerializer(serializers.ModelSerializer):
     top_k = ScoredAnswerSerializer(many=True, read_only=True)
     regions = RegionSerializer(many=True, read_only=True)
     image = serializers.SerializerMethodField()
+    thumbnail = serializers.SerializerMethodField(help_text="WebP, at most 256 px: for lists")
     overlay = serializers.SerializerMethodField()
     heatmap = serializers.SerializerMethodField()
     model_name = serializers.SerializerMethodField()
@@ -44,8 +46,8 @@ class PredictionSerializer(serializers.ModelSerializer):
     class Meta:
         model = Prediction
         fields = ["id", "kind", "project", "evaluation", "training_run", "model", "model_name", "row", "question",
-                  "answer", "confidence", "top_k", "regions", "image", "image_original_name", "overlay", "heatmap",
-                  "expected_answers", "answer_type", "question_type", "vqa_score", "params", "latency_ms",
+                  "answer", "confidence", "top_k", "regions", "image", "thumbnail", "image_original_name", "overlay",
+                  "heatmap", "expected_answers", "answer_type", "question_type", "vqa_score", "params", "latency_ms",
                   "created_at"]
         read_only_fields = fields
 
@@ -54,6 +56,9 @@ class PredictionSerializer(serializers.ModelSerializer):
 
     def get_image(self, obj) -> str | None:
         return self._url(obj, "image")
+
+    def get_thumbnail(self, obj) -> str | None:
+        return self._url(obj, "thumbnail")
 
     def get_overlay(self, obj) -> str | None:
         return self._url(obj, "overlay")

@@ -10,7 +10,7 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from django.conf import settings
 from django.db import transaction
@@ -64,10 +64,11 @@ def clamp_params(target, raw: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ images
-def store_image(project, uploaded, original_name: str = "") -> tuple[str, str]:
-    """Check an uploaded image with Pillow and store it as PNG under a server-made name.
+def store_image(project, uploaded, original_name: str = "") -> tuple[str, str, str]:
+    """Check an uploaded image with Pillow and store it as PNG under a server-made name, with its thumbnail.
 
-    Returns (storage name, original name). Raises InvalidInput with a readable message."""
+    Returns (storage name, original name, thumbnail storage name or ""). Raises InvalidInput with a readable
+    message."""
     name = original_name or getattr(uploaded, "name", "") or "image"
     size = getattr(uploaded, "size", None)
     if size is not None and size > MAX_IMAGE_BYTES:
@@ -87,10 +88,76 @@ def store_image(project, uploaded, original_name: str = "") -> tuple[str, str]:
         raise InvalidInput(f"“{name}” is a {fmt} file; upload PNG, JPEG, WebP, GIF or BMP.")
     if max(image.size) > MAX_IMAGE_SIDE:
         image.thumbnail((MAX_IMAGE_SIDE, MAX_IMAGE_SIDE))
-    return _save_png(project, image), name[:300]
+    stored, thumbnail = _save_png(project, image)
+    return stored, name[:300], thumbnail
 
 
-def _save_png(project, image: Image.Image) -> str:
+def thumbnail_name_for(image_name: str) -> str:
+    """Where the thumbnail of a stored image lives: ``…/images/x.png`` -> ``…/thumbs/x.webp`` (the name the
+    dataset cleaning gives its thumbnails too), else a ``thumbs/`` folder beside the image."""
+    path = PurePosixPath(image_name)
+    folder = path.parent.parent if path.parent.name == "images" else path.parent
+    return str(folder / "thumbs" / f"{path.stem}.webp")
+
+
+def store_thumbnail(image: Image.Image, name: str) -> bool:
+    """Make the WebP thumbnail (``gpu_worker.safezip.make_thumbnail``, at most 256 px) of a loaded, upright
+    image and store it under exactly ``name``; False when it could not be made. Shrinks ``image`` in place."""
+    from gpu_worker.safezip import make_thumbnail
+
+    target = storage_path(name)
+    if target is not None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        part = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
+        try:
+            if not make_thumbnail(image, part):
+                return False
+            os.replace(part, target)   # atomic: a concurrent reader sees no file or the whole file
+            return True
+        finally:
+            part.unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / "thumb.webp"
+        if not make_thumbnail(image, local):
+            return False
+        save_local(local, name)
+        return True
+
+
+def prediction_thumbnail(prediction) -> str:
+    """Storage name of a prediction's thumbnail; made here once (and recorded on every prediction of the same
+    image) for predictions stored before thumbnails existed. The image itself when no thumbnail can be made
+    ("" without an image)."""
+    from django.core.files.storage import default_storage
+
+    if prediction.thumbnail or not prediction.image:
+        return prediction.thumbnail
+    name = thumbnail_name_for(prediction.image)
+    with _render_lock(name):
+        if not default_storage.exists(name):
+            try:
+                with Image.open(local_copy(prediction.image)) as im:
+                    im.load()
+                    made = store_thumbnail(im, name)
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+                made = False
+            if not made:
+                return prediction.image   # serve_file answers 404 when the image itself is gone
+    Prediction.objects.filter(project_id=prediction.project_id, image=prediction.image, thumbnail="").update(
+        thumbnail=name)
+    prediction.thumbnail = name
+    return name
+
+
+def _save_png(project, image: Image.Image) -> tuple[str, str]:
+    """Store an upright image as PNG and make its thumbnail, once, as it enters; (image name, thumbnail name or
+    "" when none could be made - prediction_thumbnail() tries again on first view). ``image`` ends shrunk."""
+    name = _save_png_only(project, image)
+    thumbnail = thumbnail_name_for(name)
+    return name, (thumbnail if store_thumbnail(image, thumbnail) else "")
+
+
+def _save_png_only(project, image: Image.Image) -> str:
     """Encode once (fast PNG compression: the answer waits for it) straight into a local storage; other
     storages get a temporary file copied in."""
 
@@ -150,13 +217,15 @@ def can_see_files(user, prediction) -> bool:
 
 
 def prediction_file(prediction, which: str) -> str:
-    """Storage name of a prediction's ``image`` / ``overlay`` / ``heatmap`` ("" when it has none).
+    """Storage name of a prediction's ``image`` / ``thumbnail`` / ``overlay`` / ``heatmap`` ("" when it has none).
 
     Overlays of single and sample predictions are drawn lazily: the answer stores only the regions and
     the names, and the first request for a file draws it from the stored image + regions and stores it;
     later requests serve the stored file and never draw again."""
     from django.core.files.storage import default_storage
 
+    if which == "thumbnail":
+        return prediction_thumbnail(prediction)
     name = {"image": prediction.image, "overlay": prediction.overlay, "heatmap": prediction.heatmap}.get(which) or ""
     if which == "image" or not name or not prediction.regions or default_storage.exists(name):
         return name
@@ -218,7 +287,7 @@ def _render_lock(name: str):
 
 # ------------------------------------------------------------------------------------------ one question
 def predict_one(user, project, target, *, image_name: str, question: str, kind: str, params: dict,
-                image_original_name: str = "", expected_answers=None) -> Prediction:
+                image_original_name: str = "", expected_answers=None, thumbnail: str = "") -> Prediction:
     """Answer one question about a stored image with a (cached) model and keep it in the user's history.
     Needs the editor role in ``project`` (one query per request: roles are cached on the user)."""
     from gpu_worker.metrics import vqa_score
@@ -249,7 +318,7 @@ def predict_one(user, project, target, *, image_name: str, question: str, kind: 
     overlay, heatmap = overlay_names(project, kind) if regions else ("", "")
     return Prediction.objects.create(
         project=project, kind=kind, user=user, **target.target_fields(),
-        image=image_name, image_original_name=image_original_name, question=question,
+        image=image_name, thumbnail=thumbnail, image_original_name=image_original_name, question=question,
         answer=str(result["answer"])[:300], confidence=float(result.get("confidence") or 0.0),
         margin=margin_of(result.get("top_k"), result.get("confidence")), top_k=result.get("top_k") or [], regions=regions[:5], overlay=overlay, heatmap=heatmap,
         expected_answers=expected, answer_type=item["answer_type"], question_type=item["question_type"],
@@ -261,9 +330,9 @@ def predict_one(user, project, target, *, image_name: str, question: str, kind: 
 def predict_uploaded(user, project, target, *, uploaded, question: str, params: dict) -> Prediction:
     require_role(user, project, "editor")
     check_target(target)
-    name, original = store_image(project, uploaded)
+    name, original, thumbnail = store_image(project, uploaded)
     return predict_one(user, project, target, image_name=name, question=question, kind=Prediction.Kind.SINGLE,
-                       params=params, image_original_name=original)
+                       params=params, image_original_name=original, thumbnail=thumbnail)
 
 
 # ------------------------------------------------------------------------------------------ samples
@@ -372,10 +441,11 @@ def predict_sample(user, project, target, *, sample_key: str, question: str, par
     except LookupError:
         raise InvalidInput("Pick one of the sample images.")
     with Image.open(path) as img:
-        name = _save_png(project, img.convert("RGB"))
+        name, thumbnail = _save_png(project, img.convert("RGB"))
     question = " ".join((question or "").split())
     return predict_one(user, project, target, image_name=name, question=question, kind=Prediction.Kind.SAMPLE,
-                       params=params, image_original_name=label, expected_answers=answers.get(question, []))
+                       params=params, image_original_name=label, expected_answers=answers.get(question, []),
+                       thumbnail=thumbnail)
 
 
 # ------------------------------------------------------------------------------------------ batch

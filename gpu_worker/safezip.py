@@ -7,7 +7,8 @@ Never ``extractall``: we walk ``infolist()`` ourselves and, member by member,
 * count the bytes WHILE copying in chunks (the sizes in the headers are whatever the sender wrote),
   and stop at the member / total byte limits and at extreme compression ratios (zip bombs),
 * open every image with Pillow (restricted to ordinary formats, ``MAX_IMAGE_PIXELS`` set from the
-  limits), ``verify()`` it, then re-open and ``load()`` it to catch truncated files,
+  limits), ``verify()`` a PNG's checksums, then ``load()`` (decode) every image to catch truncated or
+  damaged files - JPEGs at a DCT-scaled size, which reads every byte of the stream just the same,
 * store each accepted image under a server-made name (``<sha256 prefix>.<real format extension>``).
 
 Fatal problems (not a ZIP, too many members, a bomb) raise :class:`gpu_worker.UserFacingError`;
@@ -30,10 +31,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from PIL import Image, ImageOps
+# the plugins of the allowed formats (imported names unused) are registered at import: Image.open(formats=
+# ALLOWED_FORMATS) then never runs Image.init(), which imports every Pillow plugin (~30 ms of CPU in each new
+# process, e.g. each pool process, which the forkserver forks from a process that has imported this module)
+from PIL import (  # noqa: F401
+    BmpImagePlugin,
+    GifImagePlugin,
+    Image,
+    ImageOps,
+    JpegImagePlugin,
+    MpoImagePlugin,
+    PngImagePlugin,
+    TiffImagePlugin,
+    WebPImagePlugin,
+)
 
 from gpu_worker import Cancelled, UserFacingError
-from gpu_worker.images import upright_in_place
+from gpu_worker.images import exif_orientation, upright_in_place
 
 __all__ = [
     "Limits",
@@ -146,50 +160,83 @@ def check_image_file(path: Path, limits: Limits, thumb_path=None) -> tuple[Optio
     Returns (None, format, (width, height)) for a good image, else (reason_code, message, size-or-None).
     With ``thumb_path`` a good image also gets its WebP thumbnail there, made from the decoded pixels.
     """
+    return _inspect_image(path, limits, thumb_path)[:3]
+
+
+def _inspect_image(path: Path, limits: Limits, thumb_path=None) -> tuple:
+    """:func:`check_image_file` plus the EXIF orientation (1 when upright), from one open of the file.
+
+    PNG is ``verify()``-ed (its chunk CRCs) before the decode; no other Pillow plugin checks anything in
+    ``verify()``, so the other formats are decoded straight away. A JPEG is decoded with DCT scaling
+    (``draft``, 1/2 .. 1/8 of the size): libjpeg still reads and entropy-decodes every byte of every
+    scan, so a truncated or broken stream fails exactly as in a full-size decode, but the inverse DCT,
+    the colour conversion and the thumbnail's resize work on far fewer pixels."""
     old_max = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = limits.max_image_pixels
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             try:
-                with Image.open(path, formats=ALLOWED_FORMATS) as im:
-                    fmt = im.format
-                    size = im.size
-                    if size[0] <= 0 or size[1] <= 0:
-                        return "image_unreadable", f"has an impossible size {size[0]}x{size[1]}", None
-                    if size[0] * size[1] > limits.max_image_pixels:
-                        return ("image_too_many_pixels",
-                                f"claims {size[0]}x{size[1]} pixels, more than the limit of "
-                                f"{limits.max_image_pixels:,} pixels", size)
-                    im.verify()
-                with Image.open(path, formats=ALLOWED_FORMATS) as im:
-                    im.load()
-                    if thumb_path is not None and size[0] <= limits.max_side and size[1] <= limits.max_side:
-                        ImageOps.exif_transpose(im, in_place=True)  # the thumbnail shows the upright photo
-                        make_thumbnail(im, thumb_path)
+                return _decode_checked(path, limits, thumb_path)
             except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
                 return ("image_too_many_pixels",
                         f"is too large to decode safely ({exc}); the limit is "
-                        f"{limits.max_image_pixels:,} pixels", None)
+                        f"{limits.max_image_pixels:,} pixels", None, 1)
             except Image.UnidentifiedImageError:
-                return "not_an_image", "is not an image Pillow can read (PNG, JPEG, GIF, BMP, WEBP, TIFF)", None
+                return "not_an_image", "is not an image Pillow can read (PNG, JPEG, GIF, BMP, WEBP, TIFF)", None, 1
             except MemoryError:
-                return "image_too_many_pixels", "needs too much memory to decode", None
+                return "image_too_many_pixels", "needs too much memory to decode", None, 1
             except Exception as exc:  # noqa: BLE001 - Pillow plugins raise many types on hostile bytes
                 text = str(exc) or type(exc).__name__
                 if "truncated" in text.lower():
-                    return "image_truncated", f"is truncated or damaged ({text})", None
-                return "image_unreadable", f"could not be decoded ({text})", None
+                    return "image_truncated", f"is truncated or damaged ({text})", None, 1
+                return "image_unreadable", f"could not be decoded ({text})", None, 1
     finally:
         Image.MAX_IMAGE_PIXELS = old_max
-    return None, fmt, size
+
+
+def _decode_checked(path: Path, limits: Limits, thumb_path) -> tuple:
+    im = Image.open(path, formats=ALLOWED_FORMATS)
+    try:
+        fmt = im.format
+        size = im.size
+        if size[0] <= 0 or size[1] <= 0:
+            return "image_unreadable", f"has an impossible size {size[0]}x{size[1]}", None, 1
+        if size[0] * size[1] > limits.max_image_pixels:
+            return ("image_too_many_pixels",
+                    f"claims {size[0]}x{size[1]} pixels, more than the limit of "
+                    f"{limits.max_image_pixels:,} pixels", size, 1)
+        if fmt == "PNG":
+            im.verify()  # closes the file: the decode needs a fresh open
+            im.close()
+            im = Image.open(path, formats=ALLOWED_FORMATS)
+        thumb = thumb_path is not None and size[0] <= limits.max_side and size[1] <= limits.max_side
+        if fmt in ("JPEG", "MPO"):
+            # decode at the smallest DCT scale that still covers the thumbnail (1/8 without one)
+            im.draft(None, _thumb_size(size) if thumb else (1, 1))
+        im.load()
+        orientation = exif_orientation(im)
+        if thumb:
+            if orientation != 1:
+                ImageOps.exif_transpose(im, in_place=True)  # the thumbnail shows the upright photo
+            make_thumbnail(im, thumb_path)
+        return None, fmt, size, orientation
+    finally:
+        im.close()
+
+
+def _thumb_size(size: tuple, side: int = THUMB_SIDE) -> tuple:
+    """The size :func:`make_thumbnail` gives an image of ``size`` (aspect kept, longest side <= ``side``)."""
+    w, h = size
+    scale = min(side / w, side / h, 1.0)
+    return max(round(w * scale), 1), max(round(h * scale), 1)
 
 
 def accept_image_file(path: Path, limits: Limits, thumb_path=None) -> tuple[Optional[str], str, Optional[tuple]]:
     """:func:`check_image_file`, then the EXIF orientation applied to the file (the one place an uploaded
     image is turned upright, see :mod:`gpu_worker.images`); the size returned is the upright one."""
-    code, fmt, size = check_image_file(path, limits, thumb_path=thumb_path)
-    if code is not None:
+    code, fmt, size, orientation = _inspect_image(path, limits, thumb_path=thumb_path)
+    if code is not None or orientation == 1:
         return code, fmt, size
     try:
         return None, fmt, upright_in_place(path, fmt)

@@ -94,6 +94,14 @@ def test_batch_page_flow_with_filters(run, owner, run_jobs, django_capture_on_co
     page = c.get(r["Location"] + f"?q={needle}")
     assert all(needle.lower() in (p.question + p.answer).lower() for p in page.context["page"].object_list)
     assert c.get(reverse("api-evaluation-csv", args=[ev.pk])).status_code == 200
+    # thumbnails were made once, at cleaning, and the list shows them (the full image is one click away)
+    from django.core.files.storage import default_storage
+    shown = page.context["page"].object_list[0]
+    assert all(p.thumbnail.startswith(f"projects/{run.project_id}/evaluations/{ev.pk}/thumbs/")
+               and p.thumbnail.endswith(".webp") and default_storage.exists(p.thumbnail) for p in ev.predictions.all())
+    html = page.content.decode()
+    assert reverse("api-prediction-file", args=[shown.pk, "thumbnail"]) in html
+    assert f'<img src="{reverse("api-prediction-file", args=[shown.pk, "image"])}"' not in html
     # the project page lists it
     project_html = c.get(reverse("projects:detail", args=[run.project_id])).content.decode()
     assert "Holdout" in project_html and reverse("evaluation:run", args=[run.pk]) in project_html

@@ -3,6 +3,8 @@ the review queue worked with the keyboard's form posts, version N+1 from the dat
 version N+1" and the model card on the run page. Bad input answers 4xx with a message, never 5xx."""
 from __future__ import annotations
 
+import io
+
 import pytest
 from django.test import Client
 from django.urls import reverse
@@ -162,3 +164,55 @@ def test_version_and_retrain_pages(run, project, owner, members, run_jobs, djang
         assert r.status_code == 302 and r["Location"] == reverse("training:detail", args=[run.pk])
     assert TrainingRun.objects.count() == 2
     assert login(members["viewer"]).post(reverse("training:retrain", args=[run.pk])).status_code == 403
+
+
+def test_review_and_history_pages_show_permission_checked_thumbnails(run, project, owner, members, other_user,
+                                                                      holdout):
+    """Issue 13: lists and review pages load small WebP thumbnails, never the full photos; the full image is a
+    link away; a thumbnail URL is checked like the image's (another user gets 404)."""
+    from django.core.files.storage import default_storage
+    from PIL import Image
+
+    from tests.evaluation_helpers import png_bytes, upload
+
+    ev = _finished(project, holdout, run=run, acc=50.0)
+    image = holdout.items.first().image
+    low = _batch_prediction(ev, row=1, confidence=0.1, top_k=[{"answer": "red", "score": 0.1}], image=image)
+    assert low.thumbnail == ""   # an evaluation from before thumbnails: made on first view
+    editor = login(members["editor"])
+    thumb_url = reverse("api-prediction-file", args=[low.pk, "thumbnail"])
+    image_url = reverse("api-prediction-file", args=[low.pk, "image"])
+    for url in (reverse("evaluation:review", args=[ev.pk]), reverse("evaluation:evaluation", args=[ev.pk])):
+        html = editor.get(url).content.decode()
+        assert f'<img src="{thumb_url}"' in html and f'<img src="{image_url}"' not in html, url
+        assert f'href="{image_url}"' in html   # full size by click
+    assert login(other_user).get(thumb_url).status_code == 404
+    r = editor.get(thumb_url)
+    assert r.status_code == 200 and r["Content-Type"] == "image/webp"
+    with Image.open(io.BytesIO(b"".join(r.streaming_content))) as im:
+        assert im.format == "WEBP" and max(im.size) <= 256
+    low.refresh_from_db()
+    assert low.thumbnail.endswith(".webp") and default_storage.exists(low.thumbnail)
+    assert low.thumbnail.startswith(f"projects/{project.pk}/datasets/{holdout.pk}/thumbs/")  # beside the dataset's
+    gone = _batch_prediction(ev, row=2, confidence=0.2, top_k=[{"answer": "red", "score": 0.2}], name="gone.png")
+    assert editor.get(reverse("api-prediction-file", args=[gone.pk, "thumbnail"])).status_code == 404  # not a 500
+
+    # a single question: its thumbnail is made when the image enters, once, and history lists show it
+    c = login(owner)
+    c.post(reverse("evaluation:run", args=[run.pk]),
+           {"mode": "single", "q-image": upload("cat.jpg", png_bytes(size=(600, 300), fmt="JPEG"), "image/jpeg"),
+            "q-question": "What color is the shape?"})
+    single = Prediction.objects.get(kind="single")
+    assert single.thumbnail.endswith(".webp") and default_storage.exists(single.thumbnail)
+    with default_storage.open(single.thumbnail, "rb") as fh, Image.open(fh) as im:
+        assert im.size == (256, 128)
+    thumb_url = reverse("api-prediction-file", args=[single.pk, "thumbnail"])
+    image_url = reverse("api-prediction-file", args=[single.pk, "image"])
+    for url in (reverse("evaluation:history"), reverse("evaluation:run", args=[run.pk])):
+        html = c.get(url).content.decode()
+        assert f'<img src="{thumb_url}"' in html and f'<img src="{image_url}"' not in html, url
+        assert 'alt="cat.jpg, full size' in html
+    assert c.get(thumb_url).status_code == 200
+    # personal history: other members of the project, and strangers, get 404
+    assert login(members["viewer"]).get(thumb_url).status_code == 404
+    assert login(other_user).get(thumb_url).status_code == 404

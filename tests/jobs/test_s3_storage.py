@@ -238,6 +238,9 @@ def test_whole_path_through_an_s3_bucket_with_separate_local_folders(s3, owner, 
         for which in ("image", "overlay", "heatmap"):
             png = api.download(f"/api/v1/predictions/{pred['id']}/files/{which}/", "image/png")
             assert png[:8] == b"\x89PNG\r\n\x1a\n", which
+        assert pred["thumbnail"].endswith(f"/api/v1/predictions/{pred['id']}/files/thumbnail/")
+        thumb = api.download(f"/api/v1/predictions/{pred['id']}/files/thumbnail/", "image/webp")
+        assert thumb[:4] == b"RIFF" and thumb[8:12] == b"WEBP"   # made once at upload, stored in the bucket
 
         mark("one question+files")
         # 4. batch evaluation -> predictions CSV, annotated ZIP, a batch prediction's files
@@ -253,6 +256,7 @@ def test_whole_path_through_an_s3_bucket_with_separate_local_folders(s3, owner, 
         batch = api.json("GET", f"/api/v1/evaluations/{ev['id']}/predictions/")["results"][0]
         for which in ("image", "overlay"):
             assert api.download(f"/api/v1/predictions/{batch['id']}/files/{which}/", "image/png")[:4] == b"\x89PNG"
+        assert api.download(f"/api/v1/predictions/{batch['id']}/files/thumbnail/", "image/webp")[8:12] == b"WEBP"
 
         mark("batch evaluation+downloads")
         # 5. the question history ZIP (a page: session cookie)
@@ -271,10 +275,12 @@ def test_whole_path_through_an_s3_bucket_with_separate_local_folders(s3, owner, 
             f"projects/{p}/runs/{r}/checkpoints/",
             f"projects/{p}/runs/{r}/export/piggyback-run-{r}.zip",
             f"projects/{p}/predictions/images/",                      # the single question's image
+            f"projects/{p}/predictions/thumbs/",                      # and its thumbnail
             f"projects/{p}/overlays/",                                # its overlay + heat-map, the batch overlays
             f"projects/{p}/evaluations/{e}/predictions.csv",
             f"projects/{p}/evaluations/{e}/annotated.zip",
             f"projects/{p}/evaluations/{e}/images/",
+            f"projects/{p}/evaluations/{e}/thumbs/",                  # thumbnails made at the evaluation's cleaning
         ]
         for prefix in must:
             assert any(k.startswith(prefix) for k in keys), f"nothing under {prefix} in the bucket: {keys[:50]}"

@@ -6,6 +6,7 @@ import struct
 import zipfile
 import zlib
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -317,3 +318,94 @@ def test_process_pool_cancel_and_fatal_error_leave_no_temporary_files(tmp_path, 
     with pytest.raises(UserFacingError, match="unpacks to more than"):
         scan_zip(z2, tmp_path / "out2", Limits(max_total_bytes=len(members[0][1]) * 30), workers=2)
     assert not [p for p in os.listdir(tmp_path / "out2") if p.startswith(".incoming")]
+
+
+# ---------------------------------------------------------------- JPEGs are checked with DCT-scaled decoding
+def photo_jpeg(w=640, h=480, *, seed=0, progressive=False, orientation=None):
+    """A noisy photo-like JPEG (lots of entropy-coded data, like a camera's)."""
+    rng = np.random.default_rng(seed)
+    base = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize((w, h), Image.BICUBIC)
+    pixels = np.asarray(base, dtype=np.int16) + rng.normal(0, 6, (h, w, 3)).astype(np.int16)
+    buf = io.BytesIO()
+    extra = {}
+    if orientation:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        extra["exif"] = exif.tobytes()
+    Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(buf, "JPEG", quality=85,
+                                                                progressive=progressive, **extra)
+    return buf.getvalue()
+
+
+def _full_decode_verdict(path):
+    """What a plain full-size decode (no DCT scaling) says about a file: True when it decodes."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+        return True
+    except Exception:  # noqa: BLE001 - any failure counts as "rejected"
+        return False
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+@pytest.mark.parametrize("thumb", [False, True])
+def test_draft_decoding_still_rejects_truncated_jpegs(tmp_path, progressive, thumb):
+    data = photo_jpeg(progressive=progressive)
+    sos = data.find(b"\xff\xda")
+    for i, cut in enumerate((len(data) - 2, len(data) * 2 // 3, sos + 40)):
+        p = tmp_path / f"cut{i}.jpg"
+        p.write_bytes(data[:cut])
+        t = tmp_path / f"cut{i}.webp"
+        code, msg, _ = safezip.check_image_file(p, Limits(), thumb_path=t if thumb else None)
+        assert code == "image_truncated", (cut, code, msg)
+        assert not t.exists()
+
+
+@pytest.mark.parametrize("thumb", [False, True])
+def test_draft_decoding_judges_damaged_entropy_data_like_a_full_decode(tmp_path, thumb):
+    """Bytes overwritten inside the compressed scan: whatever a full-size decode rejects, the DCT-scaled
+    check rejects too (libjpeg entropy-decodes every block at every scale), and vice versa."""
+    data = photo_jpeg(seed=3)
+    sos = data.find(b"\xff\xda")
+    rng = np.random.default_rng(7)
+    verdicts = []
+    for k in range(24):
+        b = bytearray(data)
+        if k % 3 == 0:   # a run of 0xFF: markers in the middle of the scan
+            start = int(rng.integers(sos + 100, len(b) - 600))
+            b[start:start + 400] = b"\xff" * 400
+        else:            # scattered byte flips
+            for i in rng.integers(sos + 100, len(b) - 4, size=30 * (k % 3)):
+                b[int(i)] = int(rng.integers(0, 256))
+        p = tmp_path / f"bad{k}.jpg"
+        p.write_bytes(bytes(b))
+        code, msg, _ = safezip.check_image_file(p, Limits(), thumb_path=tmp_path / f"bad{k}.webp" if thumb else None)
+        full_ok = _full_decode_verdict(p)
+        assert (code is None) == full_ok, (k, code, msg)
+        verdicts.append(full_ok)
+    assert not all(verdicts), "no variant was damaged enough to be rejected: the test proves nothing"
+
+
+def test_draft_thumbnail_matches_a_full_decode_and_keeps_the_full_size(tmp_path):
+    p = tmp_path / "photo.jpg"
+    p.write_bytes(photo_jpeg(seed=5))
+    code, fmt, size = safezip.check_image_file(p, Limits(), thumb_path=tmp_path / "t.webp")
+    assert (code, fmt, size) == (None, "JPEG", (640, 480))   # the real size, not the DCT-scaled one
+    with Image.open(p) as full:
+        full.load()
+        ref = np.asarray(full.resize((256, 192), Image.LANCZOS), dtype=float)
+    with Image.open(tmp_path / "t.webp") as th:
+        assert th.format == "WEBP" and th.size == (256, 192)
+        diff = np.asarray(th.convert("RGB"), dtype=float) - ref
+    assert np.sqrt(np.mean(diff ** 2)) < 6   # same picture (WebP at quality 80), not a blur or a crop
+
+
+def test_draft_thumbnail_is_upright_and_the_file_is_turned_once(tmp_path):
+    p = tmp_path / "rotated.jpg"
+    p.write_bytes(photo_jpeg(640, 480, seed=9, orientation=6))   # 6: turn 90 degrees clockwise to view
+    code, fmt, size = safezip.accept_image_file(p, Limits(), thumb_path=tmp_path / "t.webp")
+    assert (code, size) == (None, (480, 640))
+    with Image.open(tmp_path / "t.webp") as th:
+        assert th.size == (192, 256)
+    with Image.open(p) as im:
+        assert im.size == (480, 640) and im.getexif().get(0x0112, 1) == 1
