@@ -378,6 +378,17 @@ class BaselineAdapter(VQAAdapter):
                 n, count = n + 1, 0
         return n + (1 if count else 0)
 
+    def count_batches(self, items, batch_size):
+        per_image: dict = {}
+        for it in items:
+            per_image[it["image"]] = per_image.get(it["image"], 0) + 1
+        n, count = 0, 0
+        for q in per_image.values():
+            count += q
+            if count >= batch_size:
+                n, count = n + 1, 0
+        return n + (1 if count else 0)
+
     def _make_batch(self, enc, group):
         qidx = torch.cat([enc["per_image"][i] for i in group])
         local = torch.empty(len(enc["per_image"]), dtype=torch.long)
