@@ -66,6 +66,9 @@ def test_training_items_round_trip(owner, project, run_jobs, django_capture_on_c
     for it in items:
         assert "/" not in it["image"] and (root / it["image"]).is_file()
         assert len(it["answers"]) == 10
+    # repeated strings are one object (a 440,000-question dataset fits a worker): answers, question texts
+    assert all(a is items[0]["answers"][0] for a in items[0]["answers"])
+    assert items[0]["question"] == items[1]["question"] and items[0]["question"] is items[1]["question"]
 
 
 def test_warning_level_keeps_every_dropped_row_with_reason(
