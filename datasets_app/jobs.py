@@ -109,12 +109,12 @@ class _Spool:
         self.stats.add(items)
         fh = self.files["items"]
         for it in items:
-            fh.write(json.dumps(_item_fields(it, self.prefix, self.thumbs_prefix), ensure_ascii=False) + "\n")
+            fh.write(json.dumps(_item_fields(it, self.prefix, self.thumbs_prefix)) + "\n")
 
     def add_dropped(self, dropped: list) -> None:
         fh = self.files["dropped"]
         for d in dropped:
-            fh.write(json.dumps(_dropped_fields(d), ensure_ascii=False) + "\n")
+            fh.write(json.dumps(_dropped_fields(d)) + "\n")
 
     def close(self) -> None:
         for fh in self.files.values():
