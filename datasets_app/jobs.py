@@ -2,13 +2,20 @@
 
 Nothing is written to the database until the very end, in one transaction, so a failed or cancelled
 cleaning leaves no half-made items; stored images of a failed attempt are removed again.
+
+Bounded memory: the cleaning hands its kept items and dropped rows over in chunks (``_Spool``), which go
+to JSON-lines files in the job's temporary folder while the chart statistics are counted on the way;
+the final transaction inserts them from those files ``BATCH`` rows at a time. So a 440,000-question
+upload never holds all its items in the worker.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 import tempfile
+from itertools import islice
 from pathlib import Path
 
 from django.conf import settings
@@ -66,31 +73,68 @@ def _store_images(local_root: Path, names: set, prefix: str) -> None:
     shutil.move(str(local_root), str(dest))
 
 
-def _item_rows(dataset, items, prefix, thumbs_prefix):
-    for it in items:
-        yield DatasetItem(
-            dataset=dataset,
-            row=it["row"],
-            image=f"{prefix}/{it['image']}",
-            thumbnail=f"{thumbs_prefix}/{it['thumbnail']}" if it.get("thumbnail") else "",
-            image_original_name=it["image_original_name"][:300],
-            image_width=it["image_width"] or 0,
-            image_height=it["image_height"] or 0,
-            question=it["question"],
-            answers=it["answers"],
-            original_answers=it["original_answers"],
-            answer_type=it["answer_type"] or "",
-            question_type=(it["question_type"] or "")[:60],
-        )
+def _item_fields(it: dict, prefix: str, thumbs_prefix: str) -> dict:
+    return {
+        "row": it["row"],
+        "image": f"{prefix}/{it['image']}",
+        "thumbnail": f"{thumbs_prefix}/{it['thumbnail']}" if it.get("thumbnail") else "",
+        "image_original_name": it["image_original_name"][:300],
+        "image_width": it["image_width"] or 0,
+        "image_height": it["image_height"] or 0,
+        "question": it["question"],
+        "answers": it["answers"],
+        "original_answers": it["original_answers"],
+        "answer_type": it["answer_type"] or "",
+        "question_type": (it["question_type"] or "")[:60],
+    }
 
 
-def _dropped_rows(dataset, result):
-    for d in result.dropped:
-        yield DroppedRow(dataset=dataset, row=d["row"], image=(d["image"] or "")[:300],
-                         question=d["question"] or "", reason_code=d["reason_code"][:40], reason=d["reason"])
-    for d in result.dropped_images:
-        yield DroppedRow(dataset=dataset, row=None, image=(d["image"] or "")[:300], question="",
-                         reason_code=d["reason_code"][:40], reason=d["reason"])
+def _dropped_fields(d: dict) -> dict:
+    return {"row": d["row"], "image": (d["image"] or "")[:300], "question": d["question"] or "",
+            "reason_code": d["reason_code"][:40], "reason": d["reason"]}
+
+
+class _Spool:
+    """The cleaning's sink (gpu_worker.cleaning.ItemSink): model field values as JSON lines in ``folder``,
+    the chart statistics counted as the chunks pass; :meth:`save` inserts them in ``BATCH``-row batches."""
+
+    def __init__(self, folder: Path, prefix: str, thumbs_prefix: str):
+        folder.mkdir(parents=True, exist_ok=True)
+        self.prefix, self.thumbs_prefix = prefix, thumbs_prefix
+        self.paths = {"items": folder / "items.jsonl", "dropped": folder / "dropped.jsonl"}
+        self.files = {k: open(p, "w", encoding="utf-8") for k, p in self.paths.items()}
+        self.stats = charts.StatsAccumulator()
+
+    def add_items(self, items: list) -> None:
+        self.stats.add(items)
+        fh = self.files["items"]
+        for it in items:
+            fh.write(json.dumps(_item_fields(it, self.prefix, self.thumbs_prefix)) + "\n")
+
+    def add_dropped(self, dropped: list) -> None:
+        fh = self.files["dropped"]
+        for d in dropped:
+            fh.write(json.dumps(_dropped_fields(d)) + "\n")
+
+    def close(self) -> None:
+        for fh in self.files.values():
+            fh.close()
+
+    def _read(self, kind: str):
+        with open(self.paths[kind], encoding="utf-8") as fh:
+            for line in fh:
+                yield json.loads(line)
+
+    def save(self, dataset, dropped_images: list) -> None:
+        """Insert the spooled rows (inside the caller's transaction), ``BATCH`` at a time."""
+        self.close()
+        items = (DatasetItem(dataset=dataset, **f) for f in self._read("items"))
+        dropped = (DroppedRow(dataset=dataset, **f) for f in self._read("dropped"))
+        images = (DroppedRow(dataset=dataset, row=None, image=(d["image"] or "")[:300], question="",
+                             reason_code=d["reason_code"][:40], reason=d["reason"]) for d in dropped_images)
+        for model, rows in ((DatasetItem, items), (DroppedRow, dropped), (DroppedRow, images)):
+            while batch := list(islice(rows, BATCH)):  # bulk_create would list() a whole generator
+                model.objects.bulk_create(batch, batch_size=BATCH)
 
 
 def summary(counts: dict) -> str:
@@ -113,47 +157,50 @@ def clean_dataset_job(row: Dataset, reporter):
     stored = False
     try:
         with tempfile.TemporaryDirectory(prefix=f"clean-{row.pk}-", dir=cache) as tmp:
-            result = clean_dataset(
-                questions, images, tmp, annotations,
-                max_side=settings.IMAGE_MAX_SIDE, limits=upload_limits(),
-                report=lambda p, stage: reporter(0.85 * p, stage),
-                should_cancel=reporter.should_cancel,
-                questions_name=row.questions_original_name or None,
-                images_name=row.images_original_name or None,
-                workers=cleaning_workers(), thumbnails=True,
-            )
+            spool = _Spool(Path(tmp) / "spool", prefix, thumbs_prefix)
+            try:
+                result = clean_dataset(
+                    questions, images, tmp, annotations,
+                    max_side=settings.IMAGE_MAX_SIDE, limits=upload_limits(),
+                    report=lambda p, stage: reporter(0.85 * p, stage),
+                    should_cancel=reporter.should_cancel,
+                    questions_name=row.questions_original_name or None,
+                    images_name=row.images_original_name or None,
+                    workers=cleaning_workers(), thumbnails=True, sink=spool,
+                )
+            finally:
+                spool.close()
             if reporter.should_cancel():
                 raise Cancelled()
             reporter(0.86, f"Storing {result.counts['images_kept']:,} images", force=True)
-            used = {it["image"] for it in result.items}
             stored = True
-            _store_images(Path(result.image_root), used, prefix)
-            _store_images(Path(result.thumb_root), {it["thumbnail"] for it in result.items}, thumbs_prefix)
-        reporter(0.95, "Computing the exploration charts", force=True)
-        stats = charts.compute_stats(result.items)
-        counts = dict(result.counts)
-        counts["rows_unlabelled"] = sum(1 for it in result.items if not it["answers"])
-        counts["images_used"] = len(used)
-        if reporter.should_cancel():
-            raise Cancelled()
-        reporter(0.97, f"Saving {len(result.items):,} questions", force=True)
-        with transaction.atomic():
-            DroppedRow.objects.filter(dataset=row).delete()
-            DatasetItem.objects.filter(dataset=row).delete()
-            DatasetItem.objects.bulk_create(_item_rows(row, result.items, prefix, thumbs_prefix), batch_size=BATCH)
-            DroppedRow.objects.bulk_create(_dropped_rows(row, result), batch_size=BATCH)
-            row._update(
-                counts=counts,
-                warnings=list(result.warnings),
-                level=result.level,
-                stats=stats,
-                has_answers=counts["rows_unlabelled"] < len(result.items),
-                format=_FORMATS.get(result.source_format, row.format),
-                stage=summary(counts),
-            )
+            _store_images(Path(result.image_root), result.used_images, prefix)
+            _store_images(Path(result.thumb_root), result.used_thumbnails, thumbs_prefix)
+            reporter(0.95, "Computing the exploration charts", force=True)
+            stats = spool.stats.result()
+            counts = dict(result.counts)
+            kept = counts["rows_kept"]
+            counts["rows_unlabelled"] = result.rows_unlabelled
+            counts["images_used"] = len(result.used_images)
+            if reporter.should_cancel():
+                raise Cancelled()
+            reporter(0.97, f"Saving {kept:,} questions", force=True)
+            with transaction.atomic():
+                DroppedRow.objects.filter(dataset=row).delete()
+                DatasetItem.objects.filter(dataset=row).delete()
+                spool.save(row, result.dropped_images)
+                row._update(
+                    counts=counts,
+                    warnings=list(result.warnings),
+                    level=result.level,
+                    stats=stats,
+                    has_answers=counts["rows_unlabelled"] < kept,
+                    format=_FORMATS.get(result.source_format, row.format),
+                    stage=summary(counts),
+                )
     except BaseException:
         if stored:
             delete_prefix(prefix)
             delete_prefix(thumbs_prefix)
         raise
-    return {"items": len(result.items), "dropped": len(result.dropped) + len(result.dropped_images)}
+    return {"items": kept, "dropped": counts["rows_dropped"] + len(result.dropped_images)}

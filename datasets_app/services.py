@@ -380,25 +380,43 @@ def training_items(dataset: Dataset, *, labelled_only: bool = False) -> tuple[li
     """(items, image_root): gpu_worker item dicts for every kept question of a cleaned dataset.
 
     ``item["image"]`` is relative to ``image_root``; ``item["id"]`` is the DatasetItem pk;
-    ``answers`` is ``[]`` for unlabelled rows (pass ``labelled_only=True`` to skip them)."""
+    ``answers`` is ``[]`` for unlabelled rows (pass ``labelled_only=True`` to skip them).
+
+    Memory (440,000 questions): rows are read 5,000 at a time and turned into items at once, and the
+    strings that repeat (image names, answers, answer/question types, templated questions) are shared,
+    about 0.6 KB an item instead of 1.3 KB."""
     if dataset.status != RunStatus.SUCCEEDED:
         raise Conflict(f"The dataset “{dataset.name}” is not ready yet (its cleaning is {dataset.status}).")
-    qs = DatasetItem.objects.filter(dataset=dataset).order_by("row", "pk").values_list(
-        "pk", "image", "question", "answers", "answer_type", "question_type", "row", "image_original_name")
-    rows = [r for r in qs.iterator(chunk_size=5000) if r[3] or not labelled_only]
+    qs = DatasetItem.objects.filter(dataset=dataset)
+    if labelled_only:
+        qs = qs.exclude(answers=[])
     if dataset.parent_id is not None:  # a version shares the image files of earlier versions and evaluations
         from datasets_app.versions import image_root_for
 
-        root, prefix = image_root_for(dataset, (r[1] for r in rows))
+        root, prefix = image_root_for(dataset, qs.order_by().values_list("image", flat=True).distinct())
     else:
         root, prefix = None, images_prefix(dataset)
     prefix += "/"
+    shared: dict = {}   # one str object per distinct value
+
+    def one(value):
+        return shared.setdefault(value, value)
+
+    per_image: dict = {}   # stored name -> (relative name, stored name)
     items = []
-    for pk, image, question, answers, atype, qtype, row, original in rows:
-        rel = image[len(prefix):] if image.startswith(prefix) else PurePosixPath(image).name
-        items.append({"id": pk, "image": rel, "question": question, "answers": list(answers or []),
-                      "answer_type": atype, "question_type": qtype, "row": row, "stored": image,
-                      "image_original_name": original})
+    rows = qs.order_by("row", "pk").values_list(
+        "pk", "image", "question", "answers", "answer_type", "question_type", "row", "image_original_name")
+    for pk, image, question, answers, atype, qtype, row, original in rows.iterator(chunk_size=5000):
+        if labelled_only and not answers:
+            continue
+        names = per_image.get(image)
+        if names is None:
+            rel = image[len(prefix):] if image.startswith(prefix) else PurePosixPath(image).name
+            names = per_image[image] = (rel, image)
+        items.append({"id": pk, "image": names[0], "question": one(question),
+                      "answers": [one(a) for a in answers or []], "answer_type": one(atype),
+                      "question_type": one(qtype), "row": row, "stored": names[1],
+                      "image_original_name": one(original)})
     return items, root if root is not None else dataset_image_root(dataset)
 
 

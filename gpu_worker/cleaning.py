@@ -4,28 +4,35 @@ Rules (in order, per row): unreadable row -> empty question -> no image name -> 
 ambiguous / dropped (unreadable, oversized, ...) -> exact duplicate of an earlier image+question pair.
 Kept rows get ten answers (given answers repeated cyclically; ``[]`` when the row has none), normalised
 like the official VQA evaluation, with the original text kept in ``original_answers``.
+
+Memory: with a ``sink`` the kept items and dropped rows are handed over in lists of at most ``chunk_size``
+and not kept, so a 440,000-question upload never holds them all; duplicate detection keeps an 8-byte hash
+per kept (image, question) pair, not the strings (two different pairs share a hash with a chance of about
+1e-8 at 440,000 questions).
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import posixpath
 import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Protocol
 
 from gpu_worker import Cancelled, UserFacingError
 from gpu_worker.safezip import ImageEntry, Limits, scan_zip
 from gpu_worker.tabular import open_questions
 from gpu_worker.vqa_normalize import answer_type, normalize_answer, question_type
 
-__all__ = ["CleanResult", "ImageIndex", "clean_dataset", "fill_answers", "NUM_ANSWERS"]
+__all__ = ["CleanResult", "ImageIndex", "ItemSink", "clean_dataset", "fill_answers", "NUM_ANSWERS", "ITEM_CHUNK"]
 
 NUM_ANSWERS = 10
 _ROW_CHUNK = 1000
 _CACHE_MAX = 200_000
+ITEM_CHUNK = 5000   # kept items / dropped rows handed to a sink at a time
 _NUMERIC_NAME = re.compile(r"^(?:.*_)?0*(\d+)$")
 
 
@@ -40,9 +47,70 @@ class CleanResult:
     image_root: str = ""                                # folder the items' "image" paths are relative to
     source_format: str = ""                             # "csv" | "json" | "jsonl" | "vqa2"
     thumb_root: str = ""                                # folder of the items' "thumbnail" files ("" = none)
+    # tallies over every kept item (also when a sink took the items themselves)
+    rows_unlabelled: int = 0
+    used_images: set = field(default_factory=set)       # the kept items' "image" values (stored names)
+    used_thumbnails: set = field(default_factory=set)   # their non-empty "thumbnail" values
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Plain data (the sets as sorted lists)."""
+        return {k: sorted(v) if isinstance(v, set) else v for k, v in dataclasses.asdict(self).items()}
+
+
+class ItemSink(Protocol):
+    """Receives the cleaning's output in chunks of at most ``chunk_size`` (in row order)."""
+
+    def add_items(self, items: list) -> None: ...
+
+    def add_dropped(self, dropped: list) -> None: ...
+
+
+class _Collector:
+    """Kept items and dropped rows: into ``result`` without a sink, else to the sink in chunks."""
+
+    def __init__(self, result: "CleanResult", sink: Optional[ItemSink], chunk_size: int):
+        self.result, self.sink, self.chunk_size = result, sink, max(1, int(chunk_size))
+        self.items: list = result.items if sink is None else []
+        self.dropped: list = result.dropped if sink is None else []
+        self.kept = self.n_dropped = 0
+        self.first_drop_reason = ""
+
+    def add_item(self, item: dict) -> None:
+        self.kept += 1
+        res = self.result
+        res.used_images.add(item["image"])
+        if item["thumbnail"]:
+            res.used_thumbnails.add(item["thumbnail"])
+        if not item["answers"]:
+            res.rows_unlabelled += 1
+        self.items.append(item)
+        if self.sink is not None and len(self.items) >= self.chunk_size:
+            self.sink.add_items(self.items)
+            self.items = []
+
+    def add_dropped(self, entry: dict) -> None:
+        if not self.n_dropped:
+            self.first_drop_reason = entry["reason"]
+        self.n_dropped += 1
+        self.dropped.append(entry)
+        if self.sink is not None and len(self.dropped) >= self.chunk_size:
+            self.sink.add_dropped(self.dropped)
+            self.dropped = []
+
+    def flush(self) -> None:
+        if self.sink is None:
+            return
+        if self.items:
+            self.sink.add_items(self.items)
+            self.items = []
+        if self.dropped:
+            self.sink.add_dropped(self.dropped)
+            self.dropped = []
+
+
+def _pair_key(image: str, question: str) -> bytes:
+    """8 bytes standing for an (image, question) pair: the duplicate check keeps these, not the texts."""
+    return hashlib.blake2b(f"{image}\0{question}".encode("utf-8", "surrogatepass"), digest_size=8).digest()
 
 
 def fill_answers(answers: list, n: int = NUM_ANSWERS) -> list:
@@ -126,8 +194,8 @@ class _RowJudge:
 
     def __init__(self, index: ImageIndex, zip_label: str, source_format: str):
         self.index, self.zip_label, self.source_format = index, zip_label, source_format
-        self.seen: dict = {}          # (image, question) -> first row
-        self.used: set = set()        # images some kept question uses
+        self.seen: dict = {}          # 8-byte hash of (image, question) -> first row
+        self.used: set = set()        # images some kept question uses (original names)
         self.reasons: Counter = Counter()
         self.truncated_answers = 0
         self._norm_cache: dict = {}   # answers repeat a lot: normalise each distinct text once
@@ -150,7 +218,7 @@ class _RowJudge:
                                        f"({shown}); write the path inside the ZIP instead.", None)
         if not isinstance(target, ImageEntry):
             return target.reason_code, f"Row {row.row}: its image was removed: {target.reason}.", None
-        key = (target.original_name, " ".join(row.question.split()))
+        key = _pair_key(target.original_name, " ".join(row.question.split()))
         if key in self.seen:
             return ("duplicate", f"Row {row.row} is a duplicate of row {self.seen[key]} (same image and question).",
                     None)
@@ -185,11 +253,15 @@ class _RowJudge:
 def clean_dataset(questions_path, images_zip_path, out_dir, annotations_path=None, *, max_side=1920,
                   limits: Optional[Limits] = None, report: Optional[Callable] = None,
                   should_cancel: Optional[Callable] = None, questions_name: Optional[str] = None,
-                  images_name: Optional[str] = None, workers: int = 1, thumbnails: bool = False) -> CleanResult:
+                  images_name: Optional[str] = None, workers: int = 1, thumbnails: bool = False,
+                  sink: Optional[ItemSink] = None, chunk_size: int = ITEM_CHUNK) -> CleanResult:
     """Check and clean one upload; accepted images go to ``out_dir/images/`` (thumbnails to ``out_dir/thumbs/``).
 
     ``questions_name`` / ``images_name`` are the names the user uploaded (for messages); ``workers`` is
-    the number of processes that check images; ``thumbnails`` makes a small WebP per accepted image."""
+    the number of processes that check images; ``thumbnails`` makes a small WebP per accepted image.
+    With ``sink``, kept items and dropped rows go to it in chunks of at most ``chunk_size`` while the rows
+    are read (the last ones just before the function returns; after an error the sink's caller must
+    discard what it got) and ``result.items`` / ``result.dropped`` stay empty; the counts, warnings and ``used_images`` / ``rows_unlabelled`` tallies are the same either way."""
     limits = dataclasses.replace(limits or Limits(), max_side=max_side)
     out_dir = Path(out_dir)
     progress = _Progress(report, should_cancel)
@@ -210,14 +282,16 @@ def clean_dataset(questions_path, images_zip_path, out_dir, annotations_path=Non
     result.dropped_images = [{"image": s.name, "reason_code": s.reason_code, "reason": s.reason}
                              for s in scan.skipped]
     judge = _RowJudge(ImageIndex(scan.images, scan.skipped), zip_label, source.format)
+    out = _Collector(result, sink, chunk_size)
     progress(0.6, "Reading the questions")
-    rows_in = _read_rows(source, judge, result, progress)
+    rows_in = _read_rows(source, judge, out, progress)
     result.warnings.extend(source.warnings)  # complete once the source was read to the end
-    _require_usable_rows(rows_in, source, judge, result)
-    result.warnings.extend(_scan_warnings(scan, judge, result, max_side))
-    result.counts = _counts(rows_in, scan, judge, result)
-    result.level = "warning" if (result.dropped or result.dropped_images or result.warnings) else "success"
-    progress(1.0, f"Ready: {len(scan.images):,} images, {len(result.items):,} questions")
+    _require_usable_rows(rows_in, source, judge, out)
+    result.warnings.extend(_scan_warnings(scan, judge, out, max_side))
+    result.counts = _counts(rows_in, scan, judge, out)
+    result.level = "warning" if (out.n_dropped or result.dropped_images or result.warnings) else "success"
+    out.flush()
+    progress(1.0, f"Ready: {len(scan.images):,} images, {out.kept:,} questions")
     return result
 
 
@@ -231,7 +305,7 @@ def _no_usable_images(scan, zip_label: str, max_side: int) -> UserFacingError:
         f"pixels in the ZIP and upload it again.")
 
 
-def _read_rows(source, judge: _RowJudge, result: CleanResult, progress: _Progress) -> int:
+def _read_rows(source, judge: _RowJudge, out: _Collector, progress: _Progress) -> int:
     """Every row either becomes an item or a dropped entry with its reason; returns the rows read."""
     rows_in = 0
     for row in source:
@@ -245,19 +319,19 @@ def _read_rows(source, judge: _RowJudge, result: CleanResult, progress: _Progres
         code, reason, target = judge.rejection(row)
         if code is not None:
             judge.reasons[code] += 1
-            result.dropped.append({"row": row.row, "image": row.image, "question": row.question,
-                                   "reason_code": code, "reason": reason})
+            out.add_dropped({"row": row.row, "image": row.image, "question": row.question,
+                             "reason_code": code, "reason": reason})
             continue
-        result.items.append(judge.item(row, target))
+        out.add_item(judge.item(row, target))
     return rows_in
 
 
-def _require_usable_rows(rows_in: int, source, judge: _RowJudge, result: CleanResult) -> None:
+def _require_usable_rows(rows_in: int, source, judge: _RowJudge, out: _Collector) -> None:
     if rows_in == 0:
         raise UserFacingError(f"The questions file '{source.label}' has a header but no question rows.")
-    if not result.items:
+    if not out.kept:
         top = ", ".join(f"{n:,} {code.replace('_', ' ')}" for code, n in judge.reasons.most_common(3))
-        example = result.dropped[0]["reason"] if result.dropped else ""
+        example = out.first_drop_reason
         raise UserFacingError(
             f"None of the {rows_in:,} questions could be used ({top}). For example: {example} "
             f"Check that the image column matches the file names in the ZIP.")
@@ -267,7 +341,7 @@ def _unused_images(scan, judge: _RowJudge) -> list:
     return [im.original_name for im in scan.images if im.original_name not in judge.used]
 
 
-def _scan_warnings(scan, judge: _RowJudge, result: CleanResult, max_side: int) -> list:
+def _scan_warnings(scan, judge: _RowJudge, out: _Collector, max_side: int) -> list:
     warnings = []
     unused = _unused_images(scan, judge)
     if unused:
@@ -282,18 +356,18 @@ def _scan_warnings(scan, judge: _RowJudge, result: CleanResult, max_side: int) -
     if scan.oversized:
         warnings.append(f"{len(scan.oversized):,} images are larger than {max_side}x{max_side} pixels "
                         f"and were removed with the questions about them.")
-    unlabelled = sum(1 for it in result.items if not it["answers"])
-    if 0 < unlabelled < len(result.items):
+    unlabelled = out.result.rows_unlabelled
+    if 0 < unlabelled < out.kept:
         warnings.append(f"{unlabelled:,} kept questions have no answer (they can be used for "
                         f"prediction but not for training or scoring).")
     return warnings
 
 
-def _counts(rows_in: int, scan, judge: _RowJudge, result: CleanResult) -> dict:
+def _counts(rows_in: int, scan, judge: _RowJudge, out: _Collector) -> dict:
     return {
         "rows_in": rows_in,
-        "rows_kept": len(result.items),
-        "rows_dropped": len(result.dropped),
+        "rows_kept": out.kept,
+        "rows_dropped": out.n_dropped,
         "images_in": len(scan.images) + len(scan.skipped),
         "images_kept": len(scan.images),
         "images_dropped": len(scan.skipped),

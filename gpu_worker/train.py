@@ -6,7 +6,11 @@
 * checkpoint each epoch and on cancel (model, optimizer, scheduler, scaler, epoch, step, RNG, history)
   under ``out_dir/checkpoints/``; ``resume=True`` continues from it;
 * writes ``out_dir/model/`` (from_pretrained-loadable, best epoch), ``out_dir/metrics.json``,
-  ``out_dir/train.log``.
+  ``out_dir/train.log``;
+* bounded memory: a split with more than ``image_chunk`` images (``PIGGYBACK_IMAGE_CHUNK``, default
+  4,096) is encoded one window of images at a time (fixed seeded windows; each epoch visits them in a
+  seeded order and shuffles inside each), so the decoded pixels held never grow with the dataset.
+  Smaller splits are encoded once, as before.
 """
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ from gpu_worker.metrics import evaluate, majority_answer, vqa_score
 from gpu_worker.models.base import PIGGYBACK_FILE, read_piggyback_json, resolve_device
 from gpu_worker.models.registry import get_adapter_class, get_spec, resolve_params
 
-__all__ = ["train_model", "split_by_image", "set_torch_threads"]
+__all__ = ["train_model", "split_by_image", "set_torch_threads", "image_chunk", "image_windows"]
 
 CKPT_DIR = "checkpoints"
 STATE_FILE = "last.pt"
@@ -36,6 +40,33 @@ REPORT_EVERY_S = 1.0
 
 MIN_STEPS_PER_EPOCH = 40
 CALIBRATION_TOP_K = 100   # softmax heads: answers listed for the temperature fit (the rest is one class)
+IMAGE_CHUNK = 4096        # images decoded at a time by a training or validation on a big split
+
+
+def image_chunk() -> int:
+    """Images encoded at a time: ``PIGGYBACK_IMAGE_CHUNK`` when set (>= 1), else :data:`IMAGE_CHUNK`."""
+    env = os.environ.get("PIGGYBACK_IMAGE_CHUNK", "").strip()
+    return int(env) if env.isdigit() and int(env) > 0 else IMAGE_CHUNK
+
+
+def _window_indices(items: list, max_images: int, seed: int | None = None) -> list[list[int]]:
+    images = list(dict.fromkeys(str(it["image"]) for it in items))
+    if seed is not None:
+        random.Random(seed).shuffle(images)
+    size = max(1, int(max_images))
+    window_of = {name: i // size for i, name in enumerate(images)}
+    windows: list[list[int]] = [[] for _ in range(-(-len(images) // size))]
+    for i, it in enumerate(items):
+        windows[window_of[str(it["image"])]].append(i)
+    return windows
+
+
+def image_windows(items: list, max_images: int, seed: int | None = None) -> list[list]:
+    """``items`` grouped into windows of at most ``max_images`` distinct images (every question of an image
+    in the same window, in the items' order). ``seed`` shuffles which images share a window; ``None``
+    keeps the images' first-appearance order."""
+    return [[items[i] for i in w] for w in _window_indices(items, max_images, seed)]
+
 
 def set_torch_threads() -> int:
     """CPU threads for torch: ``PIGGYBACK_TORCH_THREADS`` when set, else all usable cores but one
@@ -132,12 +163,26 @@ def _schedule(optimizer, total_steps, warmup_steps):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, f)
 
 
+def _predict_items(adapter, items, image_root, enc, top_k, batch_size):
+    """Predictions for ``items`` in their order: from ``enc`` (all of them encoded) when given, else window by
+    window of at most :func:`image_chunk` images (families with ``predict_encoded``), else ``predict``
+    (which encodes chunk by chunk itself)."""
+    if not hasattr(adapter, "predict_encoded"):
+        return adapter.predict(items, image_root, top_k=top_k, explain=False)
+    if enc is not None:
+        return adapter.predict_encoded(enc, top_k=top_k, explain=False, batch_size=batch_size)
+    preds: list = [None] * len(items)
+    for window in _window_indices(items, image_chunk()):
+        got = adapter.predict_encoded(adapter.encode([items[i] for i in window], image_root), top_k=top_k,
+                                      explain=False, batch_size=batch_size)
+        for i, p in zip(window, got):
+            preds[i] = p
+    return preds
+
+
 def _validate(adapter, val_items, val_enc, image_root, batch_size):
     adapter.eval()
-    if hasattr(adapter, "predict_encoded"):
-        preds = adapter.predict_encoded(val_enc, top_k=1, explain=False, batch_size=max(batch_size, 256))
-    else:
-        preds = adapter.predict(val_items, image_root, top_k=1, explain=False)
+    preds = _predict_items(adapter, val_items, image_root, val_enc, 1, max(batch_size, 256))
     adapter.train()
     return evaluate([p["answer"] for p in preds], val_items)
 
@@ -244,12 +289,18 @@ class _Training:
             self.adapter.save(self.ckpt_model)
             self.log(f"new run: model={self.model_key} device={self.dev} threads={self.threads} "
                      f"params={json.dumps(self.params, sort_keys=True)}")
-        self.train_enc = self.adapter.encode(self.train_items, image_root)
+        chunk = image_chunk()
+        windows = image_windows(self.train_items, chunk, seed=int(self.params["seed"]))
+        # one window: encoded once for every epoch (as always); more: encoded window by window each epoch
+        self.train_windows = windows if len(windows) > 1 else None
+        self.train_enc = self.adapter.encode(self.train_items, image_root) if self.train_windows is None else None
+        small_val = len({str(it["image"]) for it in self.val_items}) <= chunk
         self.val_enc = (self.adapter.encode(self.val_items, image_root)
-                        if self.val_items and hasattr(self.adapter, "predict_encoded") else None)
+                        if self.val_items and small_val and hasattr(self.adapter, "predict_encoded") else None)
         self.prep_s = time.perf_counter() - t_prep
         self.log(f"data: {len(self.train_items)} train / {len(self.val_items)} validation questions, "
-                 f"prepared in {self.prep_s:.1f}s")
+                 f"prepared in {self.prep_s:.1f}s"
+                 + (f"; images encoded in {len(windows)} windows of at most {chunk}" if self.train_windows else ""))
         self.adapter.train()
 
     # ---- 4. batch size: small data sets get at least MIN_STEPS_PER_EPOCH steps per epoch ---------
@@ -264,7 +315,10 @@ class _Training:
                          "steps per epoch")
                 bs = small_bs
         self.bs = bs
-        self.nb = self.adapter.num_batches(self.train_enc, bs)
+        if self.train_windows is None:
+            self.nb = self.adapter.num_batches(self.train_enc, bs)
+        else:
+            self.nb = sum(self.adapter.count_batches(w, bs) for w in self.train_windows)
 
     # ---- 5. AdamW + warm-up/decay schedule, AMP on CUDA -------------------------------------------
     def build_optimiser(self) -> None:
@@ -308,7 +362,7 @@ class _Training:
     def train_one_epoch(self) -> None:
         gen = torch.Generator().manual_seed(int(self.params["seed"]) * 1_000_003 + self.epoch)
         self.t0 = time.perf_counter()
-        for step, batch in enumerate(self.adapter.batches(self.train_enc, self.bs, shuffle=True, generator=gen)):
+        for step, batch in enumerate(self._epoch_batches(gen)):
             if step < self.start_step:
                 continue
             if self.should_cancel():
@@ -320,6 +374,17 @@ class _Training:
                 self.last_report = now
                 self.report_step(step, now)
         self.start_step = 0
+
+    def _epoch_batches(self, gen):
+        """The epoch's shuffled batches: from the data encoded once, or window by window (a seeded window
+        order, each window encoded, shuffled with ``gen`` and dropped before the next one)."""
+        if self.train_windows is None:
+            yield from self.adapter.batches(self.train_enc, self.bs, shuffle=True, generator=gen)
+            return
+        for w in torch.randperm(len(self.train_windows), generator=gen).tolist():
+            enc = self.adapter.encode(self.train_windows[w], self.image_root)
+            yield from self.adapter.batches(enc, self.bs, shuffle=True, generator=gen)
+            del enc
 
     def _cancel(self, step):
         self.epoch_secs += time.perf_counter() - self.t0
@@ -430,10 +495,10 @@ class _Training:
         if adapter.spec.task != "generate" and adapter.confidence_kind == "softmax":
             k = min(CALIBRATION_TOP_K, max(1, len(getattr(adapter, "id2label", {}) or {})))
         adapter.eval()
-        if hasattr(adapter, "predict_encoded"):
+        enc = None
+        if self.val_enc is not None:   # a small split: encoded once more, for the best model's answers
             enc = adapter.encode(self.val_items, self.image_root)
-            return adapter.predict_encoded(enc, top_k=k, explain=False, batch_size=max(self.bs, 256))
-        return adapter.predict(self.val_items, self.image_root, top_k=k, explain=False)
+        return _predict_items(adapter, self.val_items, self.image_root, enc, k, max(self.bs, 256))
 
     # ---- 9. temperature / Platt scaling on the validation split, stored in piggyback.json ----------
     def fit_calibration(self, adapter, preds, model_dir) -> dict | None:

@@ -115,6 +115,11 @@ class VQAAdapter:
         """How many batches ``batches`` yields (for progress/ETA and the LR schedule)."""
         return sum(1 for _ in self.batches(encoded, batch_size, shuffle=False, generator=None))
 
+    def count_batches(self, items: list, batch_size: int) -> int:
+        """``num_batches(encode(items), batch_size)`` without decoding any image (the schedule of a training
+        that encodes its images window by window); one batch per ``batch_size`` questions by default."""
+        return -(-len(items) // batch_size)
+
     def training_loss(self, batch: Any) -> torch.Tensor:
         raise NotImplementedError
 

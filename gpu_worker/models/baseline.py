@@ -189,14 +189,21 @@ def build_tokenizer(questions, min_freq: int = 1, max_vocab: int = 20000):
     return tok
 
 
+_TOKENIZE_CHUNK = 8192   # questions encoded at a time (an Encoding object per question is large)
+
+
 def tokenize(tok, questions, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    encs = tok.encode_batch(list(questions))
-    lens = [max(1, min(len(e.ids), max_len)) for e in encs]
-    ids = torch.zeros(len(encs), max(lens) if lens else 1, dtype=torch.long)
-    for i, e in enumerate(encs):
-        row = e.ids[:max_len] or [tok.token_to_id(UNK)]
-        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-    return ids, torch.tensor(lens, dtype=torch.long)
+    questions = list(questions)
+    unk = tok.token_to_id(UNK)
+    ids = torch.zeros(len(questions), max(1, max_len), dtype=torch.long)
+    lens = torch.ones(len(questions), dtype=torch.long)
+    for start in range(0, len(questions), _TOKENIZE_CHUNK):
+        for i, e in enumerate(tok.encode_batch(questions[start:start + _TOKENIZE_CHUNK]), start):
+            row = e.ids[:max_len] or [unk]
+            ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+            lens[i] = max(1, min(len(e.ids), max_len))
+    width = int(lens.max()) if len(questions) else 1
+    return ids[:, :width].contiguous(), lens
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -336,22 +343,24 @@ class BaselineAdapter(VQAAdapter):
         else:
             enc["input_ids"], enc["lengths"] = tokenize(self.tokenizer, questions, cfg.max_question_length)
         # sparse soft targets: official VQA score of each distinct answer that is in the vocabulary
-        lab_ids, lab_scores = [], []
-        for it in items:
+        # (filled straight into tensors as wide as the longest answer list, then cut to the widest row)
+        width = max([len(it.get("answers") or []) for it in items] + [1])
+        label_ids = torch.full((len(items), width), -1, dtype=torch.long)
+        label_scores = torch.zeros(len(items), width)
+        k = 1
+        for i, it in enumerate(items):
             ans = it.get("answers") or []
             ids, scores = [], []
             for a in sorted(set(ans)):
                 if a in self.label2id:
                     ids.append(self.label2id[a])
                     scores.append(vqa_score(a, ans))
-            lab_ids.append(ids)
-            lab_scores.append(scores)
-        k = max([len(x) for x in lab_ids] + [1])
-        enc["label_ids"] = torch.full((len(items), k), -1, dtype=torch.long)
-        enc["label_scores"] = torch.zeros(len(items), k)
-        for i, (ids, sc) in enumerate(zip(lab_ids, lab_scores)):
-            enc["label_ids"][i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-            enc["label_scores"][i, : len(sc)] = torch.tensor(sc)
+            if ids:
+                label_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+                label_scores[i, : len(scores)] = torch.tensor(scores)
+                k = max(k, len(ids))
+        enc["label_ids"] = label_ids[:, :k].contiguous()
+        enc["label_scores"] = label_scores[:, :k].contiguous()
         order = torch.argsort(enc["img_idx"], stable=True)
         counts = torch.bincount(enc["img_idx"], minlength=len(names))
         enc["per_image"] = list(torch.split(order, counts.tolist())) if len(names) else []
@@ -374,6 +383,17 @@ class BaselineAdapter(VQAAdapter):
         n, count = 0, 0
         for q in encoded["per_image"]:
             count += len(q)
+            if count >= batch_size:
+                n, count = n + 1, 0
+        return n + (1 if count else 0)
+
+    def count_batches(self, items, batch_size):
+        per_image: dict = {}
+        for it in items:
+            per_image[it["image"]] = per_image.get(it["image"], 0) + 1
+        n, count = 0, 0
+        for q in per_image.values():
+            count += q
             if count >= batch_size:
                 n, count = n + 1, 0
         return n + (1 if count else 0)

@@ -66,6 +66,9 @@ def test_training_items_round_trip(owner, project, run_jobs, django_capture_on_c
     for it in items:
         assert "/" not in it["image"] and (root / it["image"]).is_file()
         assert len(it["answers"]) == 10
+    # repeated strings are one object (a 440,000-question dataset fits a worker): answers, question texts
+    assert all(a is items[0]["answers"][0] for a in items[0]["answers"])
+    assert items[0]["question"] == items[1]["question"] and items[0]["question"] is items[1]["question"]
 
 
 def test_warning_level_keeps_every_dropped_row_with_reason(
@@ -228,3 +231,31 @@ def test_excel_questions_file_is_cleaned_like_csv(owner, project, run_jobs, djan
     assert [(i.row, i.answers[0]) for i in ds.items.order_by("row")] == [(2, "red"), (4, "yes")]
     dropped = list(ds.dropped.filter(row__isnull=False))
     assert [(d.row, d.reason_code) for d in dropped] == [(5, "image_not_found")]
+
+
+def test_items_are_spooled_in_chunks_and_inserted_in_batches(
+        owner, project, run_jobs, django_capture_on_commit_callbacks, monkeypatch):
+    """The job hands the cleaning a sink (chunks of 2 here) and inserts 2 rows per query: same rows, same order."""
+    real_clean = dataset_jobs.clean_dataset
+    chunks = []
+
+    def small_chunks(*a, **kw):
+        sink = kw["sink"]
+        real_add = sink.add_items
+
+        def add_items(items):
+            chunks.append(len(items))
+            real_add(items)
+        sink.add_items = add_items
+        return real_clean(*a, **dict(kw, chunk_size=2))
+
+    monkeypatch.setattr(dataset_jobs, "clean_dataset", small_chunks)
+    monkeypatch.setattr(dataset_jobs, "BATCH", 2)
+    ds = create(owner, project, mixed_files(), capture=django_capture_on_commit_callbacks)
+    run_jobs()
+    ds.refresh_from_db()
+    assert ds.status == "succeeded", ds.error
+    assert chunks == [2, 2] and ds.items.count() == 4 == ds.counts["rows_kept"]
+    assert ds.dropped.count() == 5 and ds.stats["questions"] == 4
+    rows = list(ds.items.order_by("pk").values_list("row", flat=True))
+    assert rows == sorted(rows)

@@ -133,3 +133,41 @@ def test_no_validation_split_keeps_lowest_loss_epoch(easy_items, tiny_params, tm
     losses = [h["loss"] for h in r["history"]]
     assert r["best_epoch"] == losses.index(min(losses)) + 1
     assert os.path.isfile(os.path.join(tmp_path, "model", "model.safetensors"))
+
+
+def test_big_split_is_encoded_window_by_window_and_resumes_exactly(easy_items_8, tiny_params, tmp_path, monkeypatch):
+    """More train images than PIGGYBACK_IMAGE_CHUNK: never more than that many images decoded at a time,
+    validation too; a cancelled run resumes onto the uninterrupted trajectory."""
+    from gpu_worker.models.baseline import BaselineAdapter
+
+    items, root = easy_items_8
+    monkeypatch.setenv("PIGGYBACK_IMAGE_CHUNK", "2")
+    real_encode = BaselineAdapter.encode
+    decoded = []
+
+    def encode(self, its, image_root):
+        decoded.append(len({it["image"] for it in its}))
+        return real_encode(self, its, image_root)
+
+    monkeypatch.setattr(BaselineAdapter, "encode", encode)
+    params = dict(tiny_params, epochs=2, batch_size=8, val_fraction=0.5)   # 4 train / 4 validation images
+    full = train_model("baseline-rnn", items, root, str(tmp_path / "full"), params, device="cpu")
+    # per epoch 2 train + 2 validation windows, then 2 for the best model's validation answers
+    assert max(decoded) <= 2 and len(decoded) == 2 * (2 + 2) + 2
+    assert full["num_train"] + full["num_val"] == len(items) and full["vqa_accuracy"] is not None
+    assert "windows of at most 2" in open(tmp_path / "full" / "train.log").read()
+
+    polls = {"n": 0}
+
+    def cancel_mid_run():
+        polls["n"] += 1
+        return polls["n"] > 4   # in epoch 1, past its first window
+
+    out = str(tmp_path / "cut")
+    with pytest.raises(Cancelled):
+        train_model("baseline-rnn", items, root, out, params, should_cancel=cancel_mid_run, device="cpu")
+    resumed = train_model("baseline-rnn", items, root, out, params, device="cpu")
+    assert [e["epoch"] for e in resumed["history"]] == [1, 2]
+    for got, want in zip(resumed["history"], full["history"]):
+        assert got["loss"] == pytest.approx(want["loss"], rel=1e-4)
+        assert got["val_vqa_accuracy"] == pytest.approx(want["val_vqa_accuracy"], abs=0.01)
