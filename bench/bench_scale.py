@@ -169,6 +169,31 @@ class PeakRSS(threading.Thread):
             self.worker_max = max(self.worker_max, sum(worker))
 
 
+# ------------------------------------------------------------------------------------------ phases
+PHASES = [("images", "Checking images"), ("storing", "Storing"), ("charts", "charts"), ("saving", "Saving"),
+          ("questions", "questions")]   # first match wins: "Saving 440,000 questions" is the saving phase
+
+
+def _phase(stage: str) -> str:
+    for name, marker in PHASES:
+        if marker.lower() in stage.lower():
+            return name
+    return "other"
+
+
+def _phase_line(start: dict, counts: dict) -> str:
+    """Seconds per phase, in order, with the image checks' photos/s (the issue's >= 250 photos/s figure)."""
+    seen = [(name, start[name]) for name, _ in PHASES if name in start] + [("end", start["end"])]
+    seen.sort(key=lambda kv: kv[1])
+    parts = []
+    for (name, t0), (_, t1) in zip(seen, seen[1:]):
+        part = f"{name} {t1 - t0:.1f} s"
+        if name == "images" and t1 > t0:
+            part += f" ({counts['images_in'] / (t1 - t0):,.0f} photos/s)"
+        parts.append(part)
+    return ", ".join(parts)
+
+
 # ------------------------------------------------------------------------------------------ main
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -234,12 +259,15 @@ def main(argv=None) -> int:
         assert status == 202, (status, body[:500])
         ds_id = json.loads(body)["id"]
         deadline = time.time() + args.timeout
+        phase_start: dict = {}   # first time each phase's stage text was seen (polled every 0.5 s)
         while True:
             status, _, body = _request(port, "GET", f"/api/v1/datasets/{ds_id}/", token)
             d = json.loads(body)
+            phase_start.setdefault(_phase(d.get("stage") or ""), time.perf_counter())
             if d["status"] in ("succeeded", "failed", "cancelled") or time.time() > deadline:
                 break
-            time.sleep(1.0)
+            time.sleep(0.5)
+        phase_start.setdefault("end", time.perf_counter())
         assert d["status"] == "succeeded", d
         from django.utils.dateparse import parse_datetime
 
@@ -261,6 +289,7 @@ def main(argv=None) -> int:
         f"{upload_s:.1f} s ({total / 2**20 / upload_s:,.1f} MiB/s) |",
         f"| cleaning (worker) | {clean_s:.1f} s, {c['images_in'] / clean_s:,.0f} photos/s, "
         f"{c['rows_in'] / clean_s:,.0f} questions/s |",
+        f"| cleaning phases (from the job's stage, polled every 0.5 s) | {_phase_line(phase_start, c)} |",
         f"| kept photos / questions | {c['images_kept']:,} / {c['rows_kept']:,} |",
         f"| peak RSS, largest web process | {peaks.web_max / 2**20:,.0f} MB |",
         f"| peak RSS, worker + work horse + cleaning pool | {peaks.worker_max / 2**20:,.0f} MB |",
