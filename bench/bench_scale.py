@@ -194,6 +194,39 @@ def _phase_line(start: dict, counts: dict) -> str:
     return ", ".join(parts)
 
 
+# ------------------------------------------------------------------------------------------ training
+def train_phase(port: int, token: str, dataset_id: int, steps: int, peaks: PeakRSS) -> dict:
+    """Start a training run on the cleaned dataset through the API, let it run ``steps`` steps, cancel it;
+    the worker's peak RSS is measured from the start of the run (the cleaning's peak is kept apart)."""
+    import re
+
+    peaks.worker_max = 0
+    t0 = time.perf_counter()
+    status, _, body = _request(port, "POST", "/api/v1/training-runs/", token, {"Content-Type": "application/json"},
+                               json.dumps({"dataset": dataset_id, "model": "baseline-rnn", "preset": "balanced",
+                                           "name": "scale bench"}))
+    assert status == 202, (status, body[:500])
+    run_id = json.loads(body)["id"]
+    stage = ""
+    while True:
+        status, _, body = _request(port, "GET", f"/api/v1/training-runs/{run_id}/", token)
+        r = json.loads(body)
+        stage = r.get("stage") or stage
+        m = re.search(r"step (\d+)/", stage)
+        assert r["status"] in ("queued", "running"), r
+        if m and int(m.group(1)) >= steps:
+            break
+        time.sleep(0.25)
+    seconds = time.perf_counter() - t0
+    _request(port, "POST", f"/api/v1/training-runs/{run_id}/cancel/", token)
+    for _ in range(600):
+        status, _, body = _request(port, "GET", f"/api/v1/training-runs/{run_id}/", token)
+        if json.loads(body)["status"] not in ("queued", "running"):
+            break
+        time.sleep(0.5)
+    return {"steps": steps, "seconds": seconds, "stage": stage, "worker_peak": peaks.worker_max}
+
+
 # ------------------------------------------------------------------------------------------ main
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -205,6 +238,9 @@ def main(argv=None) -> int:
                                    "(built there when missing; default: a temporary folder)")
     ap.add_argument("--timeout", type=float, default=6 * 3600)
     ap.add_argument("--out", help="also write the table here")
+    ap.add_argument("--train-steps", type=int, default=0,
+                    help="then train the default model on the cleaned dataset through the API (balanced preset, "
+                         "every question) until this many steps ran, cancel, and report the worker's peak RSS")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, infra._on_signal)  # a stopped run still drops its database and folder
 
@@ -272,6 +308,8 @@ def main(argv=None) -> int:
         from django.utils.dateparse import parse_datetime
 
         clean_s = (parse_datetime(d["finished_at"]) - parse_datetime(d["started_at"])).total_seconds()
+        clean_peaks = (peaks.web_max, peaks.worker_max)
+        training = train_phase(port, token, ds_id, args.train_steps, peaks) if args.train_steps else None
     finally:
         peaks.stop_event.set()
         peaks.join()
@@ -291,9 +329,15 @@ def main(argv=None) -> int:
         f"{c['rows_in'] / clean_s:,.0f} questions/s |",
         f"| cleaning phases (from the job's stage, polled every 0.5 s) | {_phase_line(phase_start, c)} |",
         f"| kept photos / questions | {c['images_kept']:,} / {c['rows_kept']:,} |",
-        f"| peak RSS, largest web process | {peaks.web_max / 2**20:,.0f} MB |",
-        f"| peak RSS, worker + work horse + cleaning pool | {peaks.worker_max / 2**20:,.0f} MB |",
+        f"| peak RSS, largest web process | {clean_peaks[0] / 2**20:,.0f} MB |",
+        f"| peak RSS, worker + work horse + cleaning pool | {clean_peaks[1] / 2**20:,.0f} MB |",
     ]
+    if training:
+        lines += [
+            f"| training (baseline-rnn, balanced preset, all questions): reading items + preparing, to step "
+            f"{training['steps']} | {training['seconds']:.1f} s; {training['stage']} |",
+            f"| peak RSS during training, worker + work horse | {training['worker_peak'] / 2**20:,.0f} MB |",
+        ]
     text = "\n".join(lines)
     print(text)
     if args.out:

@@ -3,8 +3,8 @@
     .venv/bin/python bench/bench_train_memory.py [--photos 11000] [--questions 440000] [--steps 20]
 
 Writes ``--photos`` 640x480 JPEGs to a temporary folder, builds ``--questions`` item dicts the way
-``datasets_app.services.training_items`` does (every question distinct, ten answers, repeated strings
-shared), runs ``gpu_worker.train.train_model("baseline-rnn", ...)`` for one epoch and cancels it after
+``datasets_app.services.training_items(..., slim=True)`` does for the training job (every question distinct,
+ten answers in a shared tuple, repeated strings shared; ``--full-items``: the web side's 9-key dicts), runs ``gpu_worker.train.train_model("baseline-rnn", ...)`` for one epoch and cancels it after
 ``--steps`` batches (preparing the data, encoding the validation split and the first image window have
 happened by then), and prints the process's peak RSS. ``PIGGYBACK_IMAGE_CHUNK`` sets the window
 (try 100000 for "all images at once"); run with ``PIGGYBACK_TORCH_THREADS=1`` on a shared machine.
@@ -31,6 +31,8 @@ def main(argv=None) -> int:
     ap.add_argument("--photos", type=int, default=11_000)
     ap.add_argument("--questions", type=int, default=440_000)
     ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--full-items", action="store_true",
+                    help="the 9-key item dicts of the web side instead of the training job's slim ones")
     args = ap.parse_args(argv)
 
     import numpy as np
@@ -58,12 +60,19 @@ def main(argv=None) -> int:
         items = []
         for n in range(args.questions):
             img = n % args.photos
-            items.append({"id": n + 1, "image": one(f"{img:08x}a1b2c3d4.jpg"),
+            if args.full_items:   # what training_items() returns for the web side (9 keys, answer lists)
+                items.append({"id": n + 1, "image": one(f"{img:08x}a1b2c3d4.jpg"),
+                              "question": f"What color is the thing number {n % 5000} (view {n // 5000})?",
+                              "answers": [one(answers[(n + k // 3) % 10]) for k in range(10)],
+                              "answer_type": one("other"), "question_type": one("what color is the"),
+                              "row": n + 2, "stored": one(f"projects/1/datasets/1/images/{img:08x}a1b2c3d4.jpg"),
+                              "image_original_name": one(f"train2014/COCO_train2014_{img:012d}.jpg")})
+                continue
+            # what the training job gets: training_items(..., slim=True)
+            items.append({"image": one(f"{img:08x}a1b2c3d4.jpg"),
                           "question": f"What color is the thing number {n % 5000} (view {n // 5000})?",
-                          "answers": [one(answers[(n + k // 3) % 10]) for k in range(10)],
-                          "answer_type": one("other"), "question_type": one("what color is the"), "row": n + 2,
-                          "stored": one(f"projects/1/datasets/1/images/{img:08x}a1b2c3d4.jpg"),
-                          "image_original_name": one(f"train2014/COCO_train2014_{img:012d}.jpg")})
+                          "answers": one(tuple(one(answers[(n + k // 3) % 10]) for k in range(10))),
+                          "answer_type": one("other"), "question_type": one("what color is the")})
         items_mb = peak_mb()
         polls = {"n": 0}
 
