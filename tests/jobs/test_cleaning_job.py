@@ -69,6 +69,17 @@ def test_training_items_round_trip(owner, project, run_jobs, django_capture_on_c
     # repeated strings are one object (a 440,000-question dataset fits a worker): answers, question texts
     assert all(a is items[0]["answers"][0] for a in items[0]["answers"])
     assert items[0]["question"] == items[1]["question"] and items[0]["question"] is items[1]["question"]
+    # the training job's slim items: the same questions in the same order (so the same split), only the keys
+    # training reads, and one shared tuple per distinct answer list
+    slim, _root = services.training_items(ds, labelled_only=True, slim=True)
+    full = [it for it in items if it["answers"]]
+    assert set(slim[0]) == {"image", "question", "answers", "answer_type", "question_type"}
+    assert [(it["image"], it["question"], list(it["answers"])) for it in slim] == \
+        [(it["image"], it["question"], it["answers"]) for it in full]
+    assert isinstance(slim[0]["answers"], tuple) and all(a is slim[0]["answers"][0] for a in slim[0]["answers"])
+    by_value: dict = {}
+    for it in slim:
+        assert by_value.setdefault(it["answers"], it["answers"]) is it["answers"]
 
 
 def test_warning_level_keeps_every_dropped_row_with_reason(
