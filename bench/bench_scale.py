@@ -138,35 +138,43 @@ def tus_upload(port: int, token: str, path: Path, interrupt: bool) -> tuple[str,
 
 # ------------------------------------------------------------------------------------------ memory
 class PeakRSS(threading.Thread):
+    """Samples every 0.25 s: the largest web process's RSS; for the worker with its children (work horse,
+    cleaning pool), the sum of their RSS (pages they share, e.g. the work horse's copy-on-write inheritance
+    from the rqworker, counted once per process) and the sum of their PSS (shared pages split between the
+    processes that map them, so the total is the memory the tree really holds)."""
+
     def __init__(self, web_pid: int, worker_pid: int):
         super().__init__(daemon=True)
         self.web_pid, self.worker_pid = web_pid, worker_pid
-        self.web_max = self.worker_max = 0
+        self.web_max = self.worker_max = self.worker_pss_max = 0
         self.stop_event = threading.Event()
 
     @staticmethod
-    def _tree(pid):
+    def _procs(pid):
         import psutil
 
         try:
             p = psutil.Process(pid)
-            procs = [p] + p.children(recursive=True)
+            return [p] + p.children(recursive=True)
         except psutil.NoSuchProcess:
             return []
-        out = []
-        for q in procs:
-            try:
-                out.append(q.memory_info().rss)
-            except psutil.NoSuchProcess:
-                pass
-        return out
+
+    @staticmethod
+    def _mem(proc, pss: bool = False) -> int:
+        import psutil
+
+        try:
+            return proc.memory_full_info().pss if pss else proc.memory_info().rss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            return 0
 
     def run(self):
         while not self.stop_event.wait(0.25):
-            web = self._tree(self.web_pid)
-            worker = self._tree(self.worker_pid)
+            web = [self._mem(p) for p in self._procs(self.web_pid)]
+            worker = self._procs(self.worker_pid)
             self.web_max = max(self.web_max, max(web, default=0))
-            self.worker_max = max(self.worker_max, sum(worker))
+            self.worker_max = max(self.worker_max, sum(self._mem(p) for p in worker))
+            self.worker_pss_max = max(self.worker_pss_max, sum(self._mem(p, pss=True) for p in worker))
 
 
 # ------------------------------------------------------------------------------------------ phases
@@ -200,7 +208,7 @@ def train_phase(port: int, token: str, dataset_id: int, steps: int, peaks: PeakR
     the worker's peak RSS is measured from the start of the run (the cleaning's peak is kept apart)."""
     import re
 
-    peaks.worker_max = 0
+    peaks.worker_max = peaks.worker_pss_max = 0
     t0 = time.perf_counter()
     status, _, body = _request(port, "POST", "/api/v1/training-runs/", token, {"Content-Type": "application/json"},
                                json.dumps({"dataset": dataset_id, "model": "baseline-rnn", "preset": "balanced",
@@ -224,7 +232,8 @@ def train_phase(port: int, token: str, dataset_id: int, steps: int, peaks: PeakR
         if json.loads(body)["status"] not in ("queued", "running"):
             break
         time.sleep(0.5)
-    return {"steps": steps, "seconds": seconds, "stage": stage, "worker_peak": peaks.worker_max}
+    return {"steps": steps, "seconds": seconds, "stage": stage, "worker_peak": peaks.worker_max,
+            "worker_pss_peak": peaks.worker_pss_max}
 
 
 # ------------------------------------------------------------------------------------------ main
@@ -277,7 +286,8 @@ def main(argv=None) -> int:
     penv = {**os.environ, **env["env"]}
     web = infra.start([infra.PY, "-m", "gunicorn", "piggyback.wsgi:application", "--bind", f"{infra.HOST}:{port}",
                        "--workers", "2", "--timeout", "900", "--log-level", "warning"], penv, work / "gunicorn.log")
-    worker = infra.start([infra.PY, "manage.py", "rqworker", "default"], penv, work / "worker.log")
+    queues = ["default", "gpu"] if args.train_steps else ["default"]   # training runs on the "gpu" queue
+    worker = infra.start([infra.PY, "manage.py", "rqworker", *queues], penv, work / "worker.log")
     infra.wait_healthy(port, web)
     peaks = PeakRSS(web.pid, worker.pid)
     peaks.start()
@@ -308,7 +318,7 @@ def main(argv=None) -> int:
         from django.utils.dateparse import parse_datetime
 
         clean_s = (parse_datetime(d["finished_at"]) - parse_datetime(d["started_at"])).total_seconds()
-        clean_peaks = (peaks.web_max, peaks.worker_max)
+        clean_peaks = (peaks.web_max, peaks.worker_max, peaks.worker_pss_max)
         training = train_phase(port, token, ds_id, args.train_steps, peaks) if args.train_steps else None
     finally:
         peaks.stop_event.set()
@@ -330,13 +340,15 @@ def main(argv=None) -> int:
         f"| cleaning phases (from the job's stage, polled every 0.5 s) | {_phase_line(phase_start, c)} |",
         f"| kept photos / questions | {c['images_kept']:,} / {c['rows_kept']:,} |",
         f"| peak RSS, largest web process | {clean_peaks[0] / 2**20:,.0f} MB |",
-        f"| peak RSS, worker + work horse + cleaning pool | {clean_peaks[1] / 2**20:,.0f} MB |",
+        f"| peak RSS, worker + work horse + cleaning pool | {clean_peaks[1] / 2**20:,.0f} MB (PSS: "
+        f"{clean_peaks[2] / 2**20:,.0f} MB) |",
     ]
     if training:
         lines += [
             f"| training (baseline-rnn, balanced preset, all questions): reading items + preparing, to step "
             f"{training['steps']} | {training['seconds']:.1f} s; {training['stage']} |",
-            f"| peak RSS during training, worker + work horse | {training['worker_peak'] / 2**20:,.0f} MB |",
+            f"| peak RSS during training, worker + work horse | {training['worker_peak'] / 2**20:,.0f} MB (PSS: "
+            f"{training['worker_pss_peak'] / 2**20:,.0f} MB) |",
         ]
     text = "\n".join(lines)
     print(text)

@@ -17,9 +17,12 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
-import torch
+# torch (~220 MB resident) is imported where it is used: a process that only reads the registry - an idle
+# rqworker reaches it through the URLconf, and its cleaning jobs never need torch - stays small.
+if TYPE_CHECKING:
+    import torch
 
 PIGGYBACK_FILE = "piggyback.json"
 
@@ -44,6 +47,8 @@ class ModelSpec:
 
 def resolve_device(device=None) -> torch.device:
     """``None``/"auto" -> CUDA when available, else CPU; strings and devices pass through."""
+    import torch
+
     if device is None or device == "auto" or device == "":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return device if isinstance(device, torch.device) else torch.device(device)
