@@ -526,7 +526,7 @@ def review_queue(evaluation: Evaluation, *, pending_only: bool = False):
 
     from datasets_app.models import Correction
 
-    qs = evaluation.predictions.all()
+    qs = evaluation.shown_predictions()
     if pending_only:
         qs = qs.filter(corrections__isnull=True)
     return qs.order_by("confidence", F("margin").asc(nulls_last=True), "row", "pk").prefetch_related(
