@@ -3,12 +3,11 @@ draw each overlay once, store predictions + metrics, and pack the downloads."""
 from __future__ import annotations
 
 import contextlib
-import math
 import tempfile
 import time
-from array import array
 from pathlib import Path
 
+import numpy as np
 from django.conf import settings
 from PIL import Image
 
@@ -60,8 +59,8 @@ def _calibration_of(confidences, scores) -> tuple[float, list]:
     confidences and VQA scores in the items' order."""
     from gpu_worker.calibration import expected_calibration_error, reliability_bins
 
-    conf = [min(1.0, max(0.0, float(c))) for c in confidences]
-    correct = [float(s) for s in scores]
+    conf = np.clip(np.asarray(confidences, dtype=np.float64), 0.0, 1.0)
+    correct = np.asarray(scores, dtype=np.float64)
     return round(expected_calibration_error(conf, correct), 5), reliability_bins(conf, correct)
 
 
@@ -108,8 +107,9 @@ class _Batch:
             row, items, image_root, stored, thumbs, gen)
         self.n = len(items)
         self.answers: list = [""] * self.n
-        self.confidence = array("d", [0.0]) * self.n
-        self.score = array("d", [math.nan]) * self.n
+        self._shared: dict = {}   # one str object per distinct answer
+        self.confidence = np.zeros(self.n)
+        self.score = np.full(self.n, np.nan)
         self.predict_seconds = 0.0
         self.done = 0
         self.is_run = row.training_run_id is not None
@@ -118,27 +118,28 @@ class _Batch:
         return _CLEAN + _WORK * (self.done + within_chunk * size) / max(1, self.n)
 
     def overlays(self, indices, preds, reporter) -> list[str]:
-        """Each prediction's boxes drawn once on its image (decoded once for all its questions of the chunk)."""
+        """Each prediction's boxes drawn on its image, image by image: one decoded photo in memory at a time."""
         from evaluation_app.services import store_overlay
 
-        out, opened = [], {}
+        out = [""] * len(indices)
+        by_image: dict = {}
         for k, (i, pred) in enumerate(zip(indices, preds)):
-            if k % 200 == 0:
-                if reporter.should_cancel():
-                    raise Cancelled()
-                reporter(self.progress(_ANSWER + _DRAW * k / len(indices), len(indices)),
-                         f"Drawing attention maps: {self.done + k:,} of {self.n:,}")
-            if not pred.get("regions"):
-                out.append("")
-                continue
-            image = self.items[i]["image"]
-            if image not in opened:
-                if len(opened) >= 256:  # bounded memory even for a chunk of one image per question
-                    opened.clear()
-                with Image.open(Path(self.image_root) / image) as im:
-                    opened[image] = im.convert("RGB")
-            out.append(store_overlay(opened[image], pred["regions"][:5],
-                                     f"projects/{self.row.project_id}/overlays/eval-{self.row.pk}/{i + 1}-boxes.png"))
+            if pred.get("regions"):
+                by_image.setdefault(self.items[i]["image"], []).append(k)
+        drawn = 0
+        for image, positions in by_image.items():
+            if reporter.should_cancel():
+                raise Cancelled()
+            reporter(self.progress(_ANSWER + _DRAW * drawn / len(indices), len(indices)),
+                     f"Drawing attention maps: {self.done + drawn:,} of {self.n:,}")
+            with Image.open(Path(self.image_root) / image) as im:
+                rgb = im.convert("RGB")
+            for k in positions:
+                i = indices[k]
+                out[k] = store_overlay(rgb, preds[k]["regions"][:5],
+                                       f"projects/{self.row.project_id}/overlays/eval-{self.row.pk}/{i + 1}-boxes.png")
+            drawn += len(positions)
+            del rgb
         return out
 
     def save(self, indices, preds, overlays) -> None:
@@ -163,7 +164,7 @@ class _Batch:
                 question_type=item.get("question_type", "")[:60], vqa_score=score, params=self.gen,
             )
             objs.append(obj)
-            self.answers[i] = pred["answer"]
+            self.answers[i] = self._shared.setdefault(pred["answer"], pred["answer"])
             self.confidence[i] = obj.confidence
             if score is not None:
                 self.score[i] = score
@@ -180,9 +181,8 @@ class _Batch:
         if labelled:
             metrics.update(evaluate(self.answers, self.items))
             metrics["labelled"] = labelled
-            scored = [i for i in range(self.n) if not math.isnan(self.score[i])]
-            ece, metrics["reliability"] = _calibration_of([self.confidence[i] for i in scored],
-                                                          [self.score[i] for i in scored])
+            scored = ~np.isnan(self.score)
+            ece, metrics["reliability"] = _calibration_of(self.confidence[scored], self.score[scored])
         return metrics, ece
 
 
