@@ -168,7 +168,7 @@ class EvaluationViewSet(TenantViewSetMixin, mixins.ListModelMixin, mixins.Retrie
     def predictions(self, request, pk=None):
         evaluation = self.get_object()
         qs = filters.apply(filters.PredictionFilter, request,
-                           evaluation.predictions.select_related("training_run", "model").order_by("row", "pk"))
+                           evaluation.shown_predictions().select_related("training_run", "model").order_by("row", "pk"))
         page = self.paginate_queryset(qs)
         return self.get_paginated_response(PredictionSerializer(page, many=True, context={"request": request}).data)
 

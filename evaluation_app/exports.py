@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import io
 import re
+import shutil
+import tempfile
 import unicodedata
 import zipfile
 from pathlib import Path
 
-from gpu_worker.tabular import write_csv
+from gpu_worker.tabular import csv_row_writer, write_csv
 from piggyback.files import open_stream
 
 MAX_STEM_BYTES = 100
@@ -45,19 +47,36 @@ def safe_stem(text: str, fallback: str = "question", max_bytes: int = MAX_STEM_B
     return text
 
 
+class UniqueNamer:
+    """Names texts one at a time, exactly like :func:`unique_names` over the same texts in the same order, so an
+    export of any length never needs its questions in memory at once (only the lowercase names given out)."""
+
+    def __init__(self, ext: str = ".png", fallback: str = "question"):
+        self.ext, self.fallback = ext, fallback
+        self.used: set[str] = set()
+        self._last_n: dict[str, int] = {}   # lowercase stem -> the last suffix it was given
+
+    def __call__(self, text) -> str:
+        stem = safe_stem(text, self.fallback)
+        name, key = f"{stem}{self.ext}", stem.lower()
+        if name.lower() in self.used:
+            # every suffix below the last one this stem was given is taken (names are never released), so
+            # probing resumes there: the same name as probing from -2, without going over them again
+            n = self._last_n.get(key, 1)
+            while True:
+                n += 1
+                name = f"{stem}-{n}{self.ext}"
+                if name.lower() not in self.used:
+                    break
+            self._last_n[key] = n
+        self.used.add(name.lower())
+        return name
+
+
 def unique_names(texts, ext: str = ".png", fallback: str = "question") -> list[str]:
     """One safe, unique file name per text, in order: "What colour", "What colour-2", ..."""
-    used: set[str] = set()
-    out = []
-    for text in texts:
-        stem = safe_stem(text, fallback)
-        name, n = f"{stem}{ext}", 1
-        while name.lower() in used:
-            n += 1
-            name = f"{stem}-{n}{ext}"
-        used.add(name.lower())
-        out.append(name)
-    return out
+    namer = UniqueNamer(ext, fallback)
+    return [namer(text) for text in texts]
 
 
 def top_k_text(top_k: list) -> str:
@@ -78,20 +97,25 @@ def model_label(prediction) -> str:
     return str(prediction.model) if prediction.model_id else ""
 
 
+def prediction_row(p, number: int, overlay_name: str = "") -> dict:
+    """The CSV row of one prediction; ``number`` (1-based) stands in for a missing row number."""
+    return {
+        "row": p.row if p.row is not None else number,
+        "image": p.image_original_name or Path(p.image).name,
+        "question": p.question,
+        "answer": p.answer,
+        "confidence": round(float(p.confidence), 4),
+        "top_5": top_k_text(p.top_k[:5]),
+        "expected": expected_text(p.expected_answers),
+        "vqa_score": "" if p.vqa_score is None else round(float(p.vqa_score), 4),
+        "overlay_file": overlay_name,
+        "model": model_label(p),
+    }
+
+
 def predictions_rows(predictions, overlay_names: list[str] | None = None):
     for i, p in enumerate(predictions):
-        yield {
-            "row": p.row if p.row is not None else i + 1,
-            "image": p.image_original_name or Path(p.image).name,
-            "question": p.question,
-            "answer": p.answer,
-            "confidence": round(float(p.confidence), 4),
-            "top_5": top_k_text(p.top_k[:5]),
-            "expected": expected_text(p.expected_answers),
-            "vqa_score": "" if p.vqa_score is None else round(float(p.vqa_score), 4),
-            "overlay_file": overlay_names[i] if overlay_names else "",
-            "model": model_label(p),
-        }
+        yield prediction_row(p, i + 1, overlay_names[i] if overlay_names else "")
 
 
 def write_predictions_csv(fh, predictions, overlay_names=None) -> None:
@@ -103,6 +127,13 @@ def csv_bytes(predictions, overlay_names=None) -> bytes:
     buf = io.StringIO()
     write_predictions_csv(buf, predictions, overlay_names)
     return ("\ufeff" + buf.getvalue()).encode("utf-8")
+
+
+def _text_out(binary):
+    """A UTF-8 text view of a binary file for the csv module, starting with the BOM (as :func:`csv_bytes`)."""
+    fh = io.TextIOWrapper(binary, encoding="utf-8", newline="", write_through=False)
+    fh.write("\ufeff")
+    return fh
 
 
 def _zip_add_stored(zf: zipfile.ZipFile, storage_name: str, arcname: str) -> bool:
@@ -118,18 +149,37 @@ def _zip_add_stored(zf: zipfile.ZipFile, storage_name: str, arcname: str) -> boo
     return True
 
 
-def write_annotated_zip(target, predictions, *, with_originals: bool = False, csv_name: str = "predictions.csv") -> int:
+def write_annotated_zip(target, predictions, *, with_originals: bool = False, csv_name: str = "predictions.csv",
+                        plain_csv=None) -> int:
     """Write a ZIP (path or binary file) of each prediction's overlay named by its question, plus the CSV.
 
+    ``predictions`` is read once, in order, one at a time (a queryset's ``iterator()`` keeps any number of them
+    out of memory): the CSV rows go to a temporary file first and become the ZIP's last member. ``plain_csv``, a
+    binary file, also receives the same CSV without the overlay names (the evaluation's ``predictions.csv``).
     PNGs are already compressed, so members are stored. Returns the number of images written."""
-    predictions = list(predictions)
-    names = unique_names([p.question for p in predictions])
+    namer = UniqueNamer()
     written = 0
-    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_STORED) as zf:
-        for p, name in zip(predictions, names):
+    with tempfile.TemporaryFile() as spool, zipfile.ZipFile(target, "w", compression=zipfile.ZIP_STORED) as zf:
+        text = _text_out(spool)
+        write_row = csv_row_writer(text, CSV_HEADER)
+        plain_text = _text_out(plain_csv) if plain_csv is not None else None
+        write_plain = csv_row_writer(plain_text, CSV_HEADER) if plain_text is not None else None
+        for i, p in enumerate(predictions):
+            name = namer(p.question)
             if _zip_add_stored(zf, p.overlay or p.image, f"annotated/{name}"):
                 written += 1
             if with_originals:
                 _zip_add_stored(zf, p.image, f"images/{name}")
-        zf.writestr(csv_name, csv_bytes(predictions, [f"annotated/{n}" for n in names]))
+            write_row(prediction_row(p, i + 1, f"annotated/{name}"))
+            if write_plain is not None:
+                write_plain(prediction_row(p, i + 1))
+        text.flush()
+        text.detach()   # the spool stays open
+        if plain_text is not None:
+            plain_text.flush()
+            plain_text.detach()   # the caller's file stays open
+        size = spool.tell()
+        spool.seek(0)
+        with zf.open(csv_name, "w", force_zip64=size > 2**31 - 1) as dst:
+            shutil.copyfileobj(spool, dst, 1024 * 1024)
     return written

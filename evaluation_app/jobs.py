@@ -2,21 +2,24 @@
 draw each overlay once, store predictions + metrics, and pack the downloads."""
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
 from pathlib import Path
 
-from django.db import transaction
+import numpy as np
+from django.conf import settings
 from PIL import Image
 
 from evaluation_app import exports, model_cache
 from evaluation_app.models import Prediction, margin_of
 from gpu_worker import Cancelled, UserFacingError
 from piggyback.files import local_copy, save_local, save_tree
-from piggyback.jobs import background_job
+from piggyback.jobs import background_job, db_retry
 
-# share of the progress bar per stage
-_CLEAN, _PREDICT, _DRAW = 0.15, 0.65, 0.15
+# share of the progress bar: cleaning, then the chunks (answering, drawing, saving), then packing the downloads
+_CLEAN, _WORK = 0.15, 0.8
+_ANSWER, _DRAW = 0.8, 0.15   # of a chunk's share; saving takes the rest
 
 
 def _scaled(reporter, start, span):
@@ -51,22 +54,209 @@ def _parameter_count(adapter):
         return None
 
 
-def _calibration_of(predictions) -> tuple[float, list]:
-    """ECE and reliability bins of the labelled predictions (confidence vs official VQA accuracy)."""
+def _calibration_of(confidences, scores) -> tuple[float, list]:
+    """ECE and reliability bins of the labelled predictions (confidence vs official VQA accuracy), given their
+    confidences and VQA scores in the items' order."""
     from gpu_worker.calibration import expected_calibration_error, reliability_bins
 
-    scored = [p for p in predictions if p.vqa_score is not None]
-    conf = [min(1.0, max(0.0, p.confidence)) for p in scored]
-    correct = [p.vqa_score for p in scored]
+    conf = np.clip(np.asarray(confidences, dtype=np.float64), 0.0, 1.0)
+    correct = np.asarray(scores, dtype=np.float64)
     return round(expected_calibration_error(conf, correct), 5), reliability_bins(conf, correct)
+
+
+def chunk_size() -> int:
+    return max(1, int(settings.EVAL_CHUNK_QUESTIONS))
+
+
+def question_chunks(items: list, size: int) -> list[list[int]]:
+    """Indices of ``items`` in chunks of about ``size`` questions, every question of an image in the same chunk
+    (an image is decoded once for its answers and once for its overlays), images in first-appearance order, the
+    indices of a chunk in the items' order; an image with more than ``size`` questions is a chunk of its own."""
+    by_image: dict = {}
+    for i, it in enumerate(items):
+        by_image.setdefault(it["image"], []).append(i)
+    chunks: list[list[int]] = []
+    part: list[int] = []
+    for indices in by_image.values():
+        if part and len(part) + len(indices) > size:
+            chunks.append(sorted(part))
+            part = []
+        part.extend(indices)
+    if part:
+        chunks.append(sorted(part))
+    return chunks
+
+
+def delete_predictions(row, batch: int = 2000) -> int:
+    """Delete every prediction of the evaluation, a batch at a time (a queryset delete would load them all to set
+    their corrections' link to null). Returns how many."""
+    deleted = 0
+    qs = Prediction.objects.filter(evaluation=row).order_by("pk")
+    while pks := list(qs.values_list("pk", flat=True)[:batch]):
+        Prediction.objects.filter(pk__in=pks).delete()
+        deleted += len(pks)
+    return deleted
+
+
+class _Batch:
+    """What one batch evaluation keeps between chunks: every answer (the official metrics need them with the
+    items) and the confidence / VQA score of each question (for the calibration), nothing else."""
+
+    def __init__(self, row, items, image_root, stored, thumbs, gen):
+        self.row, self.items, self.image_root, self.stored, self.thumbs, self.gen = (
+            row, items, image_root, stored, thumbs, gen)
+        self.n = len(items)
+        self.answers: list = [""] * self.n
+        self._shared: dict = {}   # one str object per distinct answer
+        self.confidence = np.zeros(self.n)
+        self.score = np.full(self.n, np.nan)
+        self.predict_seconds = 0.0
+        self.done = 0
+        self.is_run = row.training_run_id is not None
+
+    def progress(self, within_chunk: float, size: int) -> float:
+        return _CLEAN + _WORK * (self.done + within_chunk * size) / max(1, self.n)
+
+    def overlays(self, indices, preds, reporter) -> list[str]:
+        """Each prediction's boxes drawn on its image, image by image: one decoded photo in memory at a time."""
+        from evaluation_app.services import store_overlay
+
+        out = [""] * len(indices)
+        by_image: dict = {}
+        for k, (i, pred) in enumerate(zip(indices, preds)):
+            if pred.get("regions"):
+                by_image.setdefault(self.items[i]["image"], []).append(k)
+        drawn = 0
+        for image, positions in by_image.items():
+            if reporter.should_cancel():
+                raise Cancelled()
+            reporter(self.progress(_ANSWER + _DRAW * drawn / len(indices), len(indices)),
+                     f"Drawing attention maps: {self.done + drawn:,} of {self.n:,}")
+            with Image.open(Path(self.image_root) / image) as im:
+                rgb = im.convert("RGB")
+            for k in positions:
+                i = indices[k]
+                out[k] = store_overlay(rgb, preds[k]["regions"][:5],
+                                       f"projects/{self.row.project_id}/overlays/eval-{self.row.pk}/{i + 1}-boxes.png")
+            drawn += len(positions)
+            del rgb
+        return out
+
+    def save(self, indices, preds, overlays) -> None:
+        """The chunk's predictions as rows; keeps only the answers and the calibration numbers."""
+        from gpu_worker.metrics import vqa_score
+
+        row, objs = self.row, []
+        for i, pred, overlay in zip(indices, preds, overlays):
+            item = self.items[i]
+            stored = self.stored.get(item["image"], "")
+            score = vqa_score(pred["answer"], item["answers"]) if item.get("answers") else None
+            obj = Prediction(
+                project_id=row.project_id, kind=Prediction.Kind.BATCH, evaluation=row, user_id=row.created_by_id,
+                training_run_id=row.training_run_id if self.is_run else None,
+                model_id=None if self.is_run else row.model_id,
+                row=item.get("row"), image=stored, thumbnail=self.thumbs.get(stored, ""),
+                image_original_name=str(item.get("image_original_name", ""))[:300], question=item["question"],
+                answer=str(pred["answer"])[:300], confidence=float(pred.get("confidence") or 0.0),
+                margin=margin_of(pred.get("top_k"), pred.get("confidence")), top_k=pred.get("top_k") or [],
+                regions=(pred.get("regions") or [])[:5], overlay=overlay,
+                expected_answers=item.get("answers") or [], answer_type=item.get("answer_type", ""),
+                question_type=item.get("question_type", "")[:60], vqa_score=score, params=self.gen,
+            )
+            objs.append(obj)
+            self.answers[i] = self._shared.setdefault(pred["answer"], pred["answer"])
+            self.confidence[i] = obj.confidence
+            if score is not None:
+                self.score[i] = score
+        Prediction.objects.bulk_create(objs, batch_size=1000)
+
+    def metrics(self, parameters) -> tuple[dict, float | None]:
+        from gpu_worker.metrics import evaluate
+
+        labelled = sum(1 for it in self.items if it.get("answers"))
+        metrics = {"count": self.n, "labelled": labelled, "predict_seconds": round(self.predict_seconds, 3),
+                   "questions_per_second": round(self.n / self.predict_seconds, 2) if self.predict_seconds > 0 else None,
+                   "model_parameters": parameters}
+        ece = None
+        if labelled:
+            metrics.update(evaluate(self.answers, self.items))
+            metrics["labelled"] = labelled
+            scored = ~np.isnan(self.score)
+            ece, metrics["reliability"] = _calibration_of(self.confidence[scored], self.score[scored])
+        return metrics, ece
+
+
+def _answer_all(batch: _Batch, adapter, reporter, *, top_k, batch_size, explain, gen) -> None:
+    """Predict, draw and store the questions chunk by chunk: the memory a chunk needs is freed before the next."""
+    from gpu_worker.predict import predict_batch
+
+    for indices in question_chunks(batch.items, chunk_size()):
+        size = len(indices)
+
+        def report(progress, stage="", metrics=None, size=size):
+            done = batch.done + int(max(0.0, min(1.0, float(progress))) * size)
+            reporter(batch.progress(_ANSWER * float(progress), size), f"Answered {done:,} of {batch.n:,} questions")
+
+        started = time.perf_counter()
+        preds = predict_batch(adapter, [batch.items[i] for i in indices], str(batch.image_root), top_k=top_k,
+                              batch_size=batch_size, explain=explain, report=report,
+                              should_cancel=reporter.should_cancel, **gen)
+        batch.predict_seconds += time.perf_counter() - started
+        overlays = batch.overlays(indices, preds, reporter)
+        if reporter.should_cancel():
+            raise Cancelled()
+        batch.save(indices, preds, overlays)
+        batch.done += size
+        del preds, overlays
+
+
+def _pack_downloads(row, tmp, prefix) -> None:
+    """predictions.csv and annotated.zip, written row by row from the stored predictions (never all in memory)."""
+    ordered = (Prediction.objects.filter(evaluation=row).select_related("training_run", "model")
+               .order_by("row", "pk").iterator(chunk_size=2000))
+    csv_local, zip_local = Path(tmp) / "predictions.csv", Path(tmp) / "annotated.zip"
+    with open(csv_local, "wb") as plain:
+        exports.write_annotated_zip(zip_local, ordered, plain_csv=plain)
+    save_local(csv_local, f"{prefix}/predictions.csv")
+    save_local(zip_local, f"{prefix}/annotated.zip")
+
+
+def _prepare(row, reporter, tmp, prefix, params):
+    """(items, image_root, {relative image: storage name}, {storage name: thumbnail}) of the questions to answer:
+    the evaluated dataset's, or the upload's once cleaned like a dataset upload (its files stored)."""
+    from gpu_worker.cleaning import clean_dataset
+
+    if row.dataset_id is not None:
+        # 1'. a ready dataset of the project: its cleaned items and stored images (shared, not copied)
+        reporter(0.0, f"Reading the dataset “{row.dataset}”", force=True)
+        items, image_root, stored, thumbs = _dataset_items(row)
+        counts = {"rows_in": len(items), "rows_kept": len(items), "rows_dropped": 0, "level": "success",
+                  "images_kept": len(stored),
+                  "dataset": row.dataset_id, "dataset_version": row.dataset.version}
+        row._update(counts=counts, warnings=[], output_dir=prefix)
+        return items, image_root, stored, thumbs
+    # 1. validate the upload exactly like a dataset upload (answers optional)
+    reporter(0.0, "Checking your upload", force=True)
+    result = clean_dataset(
+        local_copy(row.questions_file.name), local_copy(row.images_file.name), tmp,
+        report=_scaled(reporter, 0.0, _CLEAN), should_cancel=reporter.should_cancel,
+        questions_name=params.get("questions_name"), images_name=params.get("images_name"),
+        thumbnails=True,   # the lists show them, made once here like a dataset's
+    )
+    items, image_root = result.items, result.image_root
+    counts = dict(result.counts, level=result.level, dropped=result.dropped[:200],
+                  dropped_images=result.dropped_images[:200])
+    row._update(counts=counts, warnings=list(result.warnings), output_dir=prefix)
+    stored = {p.split("/images/", 1)[1]: p for p in save_tree(Path(image_root), f"{prefix}/images")}
+    made = {p.split("/thumbs/", 1)[1]: p for p in save_tree(Path(result.thumb_root), f"{prefix}/thumbs")}
+    thumbs = {stored[it["image"]]: made[it["thumbnail"]] for it in items
+              if it.get("thumbnail") in made and it["image"] in stored}
+    return items, image_root, stored, thumbs
 
 
 @background_job("evaluation_app.Evaluation")
 def batch_eval_job(row, reporter):
-    from evaluation_app.services import model_of, store_overlay
-    from gpu_worker.cleaning import clean_dataset
-    from gpu_worker.metrics import evaluate, vqa_score
-    from gpu_worker.predict import predict_batch
+    from evaluation_app.services import model_of
 
     target = row.training_run or row.model
     if target is None:
@@ -74,105 +264,36 @@ def batch_eval_job(row, reporter):
     prefix = f"projects/{row.project_id}/evaluations/{row.pk}"
     params = dict(row.params or {})
     with tempfile.TemporaryDirectory(prefix="pb-eval-") as tmp:
-        if row.dataset_id is not None:
-            # 1'. a ready dataset of the project: its cleaned items and stored images (shared, not copied)
-            reporter(0.0, f"Reading the dataset “{row.dataset}”", force=True)
-            items, image_root, stored, thumbs = _dataset_items(row)
-            counts = {"rows_in": len(items), "rows_kept": len(items), "rows_dropped": 0, "level": "success",
-                      "images_kept": len(stored),
-                      "dataset": row.dataset_id, "dataset_version": row.dataset.version}
-            row._update(counts=counts, warnings=[], output_dir=prefix)
-        else:
-            # 1. validate the upload exactly like a dataset upload (answers optional)
-            reporter(0.0, "Checking your upload", force=True)
-            result = clean_dataset(
-                local_copy(row.questions_file.name), local_copy(row.images_file.name), tmp,
-                report=_scaled(reporter, 0.0, _CLEAN), should_cancel=reporter.should_cancel,
-                questions_name=params.get("questions_name"), images_name=params.get("images_name"),
-                thumbnails=True,   # the lists show them, made once here like a dataset's
-            )
-            items, image_root = result.items, result.image_root
-            counts = dict(result.counts, level=result.level, dropped=result.dropped[:200],
-                          dropped_images=result.dropped_images[:200])
-            row._update(counts=counts, warnings=list(result.warnings), output_dir=prefix)
-            stored = {p.split("/images/", 1)[1]: p for p in save_tree(Path(image_root), f"{prefix}/images")}
-            made = {p.split("/thumbs/", 1)[1]: p for p in save_tree(Path(result.thumb_root), f"{prefix}/thumbs")}
-            thumbs = {stored[it["image"]]: made[it["thumbnail"]] for it in items
-                      if it.get("thumbnail") in made and it["image"] in stored}
+        items, image_root, stored, thumbs = _prepare(row, reporter, tmp, prefix, params)
 
-        # 2. predict (the model stays cached in this worker for the next evaluation)
+        # 2. predict, draw each overlay once (shown again from storage) and store the answers, chunk by chunk;
+        #    the model stays cached in this worker for the next evaluation
         gen = {k: v for k, v in params.items() if k in ("num_beams", "max_new_tokens")}
         explain = model_of(target).can_explain
         reporter(_CLEAN, f"Answering {len(items):,} questions", force=True)
-        with model_cache.use_model(model_cache.model_folder_for(target), model_cache.registry_key_for(target)) as adapter:
-            started = time.perf_counter()
-            preds = predict_batch(adapter, items, str(image_root), top_k=int(params.get("top_k", 5)),
-                                  batch_size=int(params.get("batch_size", 256)), explain=explain,
-                                  report=_scaled(reporter, _CLEAN, _PREDICT), should_cancel=reporter.should_cancel,
-                                  **gen)
-            predict_seconds = time.perf_counter() - started
-            parameters = _parameter_count(adapter)
+        delete_predictions(row)  # a retried job starts clean
+        batch = _Batch(row, items, image_root, stored, thumbs, gen)
+        try:
+            with model_cache.use_model(model_cache.model_folder_for(target),
+                                       model_cache.registry_key_for(target)) as adapter:
+                _answer_all(batch, adapter, reporter, top_k=int(params.get("top_k", 5)),
+                            batch_size=int(params.get("batch_size", 256)), explain=explain, gen=gen)
+                parameters = _parameter_count(adapter)
 
-        # 3. overlays, drawn once (an image is decoded once for all its questions) and shown again from storage
-        overlays = []
-        opened: dict = {}
-        for i, (item, pred) in enumerate(zip(items, preds)):
-            if i % 200 == 0:
-                if reporter.should_cancel():
-                    raise Cancelled()
-                reporter(_CLEAN + _PREDICT + _DRAW * i / max(1, len(items)), f"Drawing attention maps: {i:,} of {len(items):,}")
-            if not pred.get("regions"):
-                overlays.append("")
-                continue
-            if item["image"] not in opened:
-                if len(opened) >= 256:  # bounded memory for huge evaluations
-                    opened.clear()
-                with Image.open(Path(image_root) / item["image"]) as im:
-                    opened[item["image"]] = im.convert("RGB")
-            overlays.append(store_overlay(opened[item["image"]], pred["regions"][:5],
-                                          f"projects/{row.project_id}/overlays/eval-{row.pk}/{i + 1}-boxes.png"))
-        opened.clear()
-
-        # 4. predictions + official VQA metrics when answers were given
-        reporter(_CLEAN + _PREDICT + _DRAW, "Saving the answers", force=True)
-        is_run = row.training_run_id is not None
-        objs = [
-            Prediction(
-                project_id=row.project_id, kind=Prediction.Kind.BATCH, evaluation=row, user_id=row.created_by_id,
-                training_run_id=row.training_run_id if is_run else None, model_id=None if is_run else row.model_id,
-                row=item.get("row"), image=stored.get(item["image"], ""),
-                thumbnail=thumbs.get(stored.get(item["image"], ""), ""),
-                image_original_name=str(item.get("image_original_name", ""))[:300], question=item["question"],
-                answer=str(pred["answer"])[:300], confidence=float(pred.get("confidence") or 0.0),
-                margin=margin_of(pred.get("top_k"), pred.get("confidence")), top_k=pred.get("top_k") or [], regions=(pred.get("regions") or [])[:5], overlay=overlay,
-                expected_answers=item.get("answers") or [], answer_type=item.get("answer_type", ""),
-                question_type=item.get("question_type", "")[:60],
-                vqa_score=vqa_score(pred["answer"], item["answers"]) if item.get("answers") else None,
-                params=gen,
-            )
-            for item, pred, overlay in zip(items, preds, overlays)
-        ]
-        labelled = sum(1 for it in items if it.get("answers"))
-        metrics = {"count": len(items), "labelled": labelled, "predict_seconds": round(predict_seconds, 3),
-                   "questions_per_second": round(len(items) / predict_seconds, 2) if predict_seconds > 0 else None,
-                   "model_parameters": parameters}
-        ece = None
-        if labelled:
-            metrics.update(evaluate([p["answer"] for p in preds], items))
-            metrics["labelled"] = labelled
-            ece, metrics["reliability"] = _calibration_of(objs)
-        with transaction.atomic():
-            Prediction.objects.filter(evaluation=row).delete()  # a retried job starts clean
-            Prediction.objects.bulk_create(objs, batch_size=1000)
+            # 3. official VQA metrics when answers were given
+            reporter(_CLEAN + _WORK, "Computing the metrics", force=True)
+            metrics, ece = batch.metrics(parameters)
             row._update(metrics=metrics, ece=ece)
+            count = batch.n
+            del batch, items, stored, thumbs   # the downloads below need none of them
 
-        # 5. downloads, packed once
-        reporter(0.97, "Packing the downloads", force=True)
-        ordered = list(Prediction.objects.filter(evaluation=row).select_related("training_run", "model").order_by("row", "pk"))
-        csv_local = Path(tmp) / "predictions.csv"
-        csv_local.write_bytes(exports.csv_bytes(ordered))
-        save_local(csv_local, f"{prefix}/predictions.csv")
-        zip_local = Path(tmp) / "annotated.zip"
-        exports.write_annotated_zip(zip_local, ordered)
-        save_local(zip_local, f"{prefix}/annotated.zip")
-    return {"count": len(items), "vqa_accuracy": metrics.get("vqa_accuracy")}
+            # 4. downloads, packed once
+            reporter(_CLEAN + _WORK, "Packing the downloads", force=True)
+            _pack_downloads(row, tmp, prefix)
+        except BaseException:
+            # a failed or cancelled evaluation shows no half of its answers (the pages only show a finished
+            # evaluation's; a retry deletes them anyway)
+            with contextlib.suppress(Exception):
+                db_retry(delete_predictions, row)
+            raise
+    return {"count": count, "vqa_accuracy": metrics.get("vqa_accuracy")}

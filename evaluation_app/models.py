@@ -5,7 +5,7 @@ from django.conf import settings
 from django.db import models
 
 from datasets_app.models import upload_path
-from piggyback.jobs import BackgroundRun
+from piggyback.jobs import BackgroundRun, RunStatus
 from piggyback.targets import exactly_one_target
 from piggyback.tenancy import TenantManager
 
@@ -60,6 +60,13 @@ class Evaluation(BackgroundRun):
 
     def __str__(self):
         return self.name or f"Evaluation {self.pk}"
+
+    def shown_predictions(self):
+        """Its predictions once it has succeeded, none before: a running evaluation stores its answers chunk by
+        chunk, and a worker killed half-way leaves some behind until the retry replaces them."""
+        if self.status != RunStatus.SUCCEEDED:
+            return self.predictions.none()
+        return self.predictions.all()
 
 
 class Prediction(models.Model):

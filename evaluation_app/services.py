@@ -501,7 +501,8 @@ def create_dataset_evaluation(user, project, target, dataset, *, params: dict | 
 def retry_evaluation(user, evaluation: Evaluation) -> str:
     """Queue a failed or cancelled evaluation again with the files it already stored.
 
-    The job replaces any predictions of an earlier attempt in one transaction, so nothing is doubled.
+    The job deletes any predictions an earlier attempt left (a killed worker) before it stores its own, so
+    nothing is doubled.
     """
     from evaluation_app.jobs import batch_eval_job
 
@@ -526,7 +527,7 @@ def review_queue(evaluation: Evaluation, *, pending_only: bool = False):
 
     from datasets_app.models import Correction
 
-    qs = evaluation.predictions.all()
+    qs = evaluation.shown_predictions()
     if pending_only:
         qs = qs.filter(corrections__isnull=True)
     return qs.order_by("confidence", F("margin").asc(nulls_last=True), "row", "pk").prefetch_related(

@@ -129,7 +129,7 @@ def model_page(request, model_pk):
 @login_required
 def evaluation_page(request, pk):
     evaluation = get_for_user(Evaluation.objects.select_related("project", "training_run", "model"), request.user, pk=pk)
-    qs = filter_predictions(evaluation.predictions.order_by("row", "pk"), request.GET)
+    qs = filter_predictions(evaluation.shown_predictions().order_by("row", "pk"), request.GET)
     page = Paginator(qs, 50).get_page(request.GET.get("page"))
     services.attach_region_text(page.object_list)
     metrics = evaluation.metrics or {}
@@ -178,7 +178,7 @@ def review_page(request, pk):
     if request.method == "POST":
         require_role(request.user, evaluation.project, "editor")
         if form.is_valid():
-            prediction = evaluation.predictions.filter(pk=form.cleaned_data["prediction"]).first()
+            prediction = evaluation.shown_predictions().filter(pk=form.cleaned_data["prediction"]).first()
             action = form.cleaned_data["action"] or ("correct" if form.cleaned_data["answer"].strip() else "accept")
             if prediction is None:
                 form.add_error(None, "That prediction is not part of this evaluation.")
@@ -209,8 +209,8 @@ def review_page(request, pk):
     return render(request, "evaluation_app/review.html", {
         "evaluation": evaluation, "project": evaluation.project, "current": current, "upcoming": upcoming[1:],
         "form": form, "can_edit": can_edit, "datasets": datasets, "chosen": chosen, "target": target,
-        "reviewed": evaluation.predictions.filter(corrections__isnull=False).distinct().count(),
-        "total": evaluation.predictions.count(),
+        "reviewed": evaluation.shown_predictions().filter(corrections__isnull=False).distinct().count(),
+        "total": evaluation.shown_predictions().count(),
         "pending_in_target": pending_corrections(target).count() if target else 0,
         "target_url": _target_url(evaluation),
     }, status=status_code)

@@ -43,8 +43,8 @@ def _bin_index(conf: np.ndarray, n_bins: int) -> np.ndarray:
 
 
 def _arrays(confidences, correct) -> tuple[np.ndarray, np.ndarray]:
-    conf = np.asarray(list(confidences), dtype=np.float64)
-    corr = np.asarray(list(correct), dtype=np.float64)
+    conf = np.asarray(confidences if isinstance(confidences, np.ndarray) else list(confidences), dtype=np.float64)
+    corr = np.asarray(correct if isinstance(correct, np.ndarray) else list(correct), dtype=np.float64)
     if conf.shape != corr.shape:
         raise ValueError("confidences and correct must have the same length")
     if conf.size and (np.any(conf < 0) or np.any(conf > 1) or np.any(np.isnan(conf))):

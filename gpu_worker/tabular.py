@@ -67,6 +67,20 @@ def csv_safe(value):
     return value
 
 
+def csv_row_writer(fh, header):
+    """Write ``header`` to the text file ``fh`` now; returns ``write_row(row)`` for the rows that follow, one at a
+    time (a sequence or a dict keyed by ``header``), every cell passed through csv_safe."""
+    header = list(header)
+    w = csv.writer(fh)
+    w.writerow([csv_safe(h) for h in header])
+
+    def write_row(r) -> None:
+        values = [r.get(h, "") for h in header] if isinstance(r, dict) else list(r)
+        w.writerow(["" if v is None else csv_safe(v) for v in values])
+
+    return write_row
+
+
 def write_csv(path_or_file, rows, header) -> None:
     """Write ``rows`` (sequences or dicts keyed by ``header``) with every cell passed through csv_safe.
 
@@ -74,11 +88,9 @@ def write_csv(path_or_file, rows, header) -> None:
     header = list(header)
 
     def _write(fh):
-        w = csv.writer(fh)
-        w.writerow([csv_safe(h) for h in header])
+        write_row = csv_row_writer(fh, header)
         for r in rows:
-            values = [r.get(h, "") for h in header] if isinstance(r, dict) else list(r)
-            w.writerow(["" if v is None else csv_safe(v) for v in values])
+            write_row(r)
 
     if hasattr(path_or_file, "write"):
         _write(path_or_file)

@@ -148,6 +148,9 @@ CPU_ONLY = env.bool("PIGGYBACK_CPU_ONLY", default=False)
 # Serving: how many loaded models a web process keeps, and on which device it predicts.
 EVAL_MODEL_CACHE_SIZE = env.int("EVAL_MODEL_CACHE_SIZE", default=3)
 EVAL_DEVICE = env("EVAL_DEVICE", default="cpu")
+# A batch evaluation answers, draws and stores this many questions at a time (whole images), so its memory does
+# not grow with the number of questions.
+EVAL_CHUNK_QUESTIONS = env.int("EVAL_CHUNK_QUESTIONS", default=2048)
 # GPU memory of the workers (GiB), so the start page can warn before a run that cannot fit; 0 = CPU only.
 GPU_WORKER_MEMORY_GB = env.float("GPU_WORKER_MEMORY_GB", default=0.0)
 # at most this many GPU jobs (training, batch evaluation) of one project queued or running at once; the

@@ -188,3 +188,145 @@ def test_cancel_before_it_starts(run, owner, members, client_for, run_jobs, djan
     ev = Evaluation.objects.get(pk=pk)
     assert ev.status == "cancelled" and ev.predictions.count() == 0
     assert client_for(owner).get(f"/api/v1/evaluations/{pk}/predictions.csv").status_code == 409
+
+
+def _evaluate_files(client, run, run_jobs, capture, extra_rows=()):
+    from evaluation_app.models import Evaluation
+
+    images, questions, items = batch_files(4, extra_rows=extra_rows)
+    pk = _start(client, run, images, questions, capture)
+    run_jobs()
+    return Evaluation.objects.get(pk=pk), items
+
+
+def _downloads(client, pk):
+    csv_body = b"".join(client.get(f"/api/v1/evaluations/{pk}/predictions.csv").streaming_content)
+    zf = zipfile.ZipFile(io.BytesIO(b"".join(client.get(f"/api/v1/evaluations/{pk}/annotated.zip").streaming_content)))
+    return csv_body, [(n, zf.read(n)) for n in zf.namelist()]
+
+
+def test_chunked_evaluation_streams_and_gives_the_same_results(run, owner, client_for, run_jobs, settings,
+                                                               monkeypatch, django_capture_on_commit_callbacks):
+    """Questions are answered, drawn and stored a chunk (whole images) at a time: while a later chunk is drawn the
+    earlier answers are already stored, and the downloads, metrics and ECE are those of a one-chunk run."""
+    from evaluation_app import services
+    from evaluation_app.models import Prediction
+
+    client = client_for(owner)
+    _, _, items = batch_files(4)
+    first = items[0]
+    # questions of the first image again at the end (and a repeated question: unique ZIP names across chunks)
+    extra = [(first["image"], "Which shape is this?", first["answers"][0]), (first["image"], "What is it?", "circle"),
+             (first["image"], "what is it", "circle")]
+    settings.EVAL_CHUNK_QUESTIONS = 100_000
+    whole, _ = _evaluate_files(client, run, run_jobs, django_capture_on_commit_callbacks, extra)
+    assert whole.status == "succeeded", whole.error
+
+    stored_while_drawing = []
+    real_store = services.store_overlay
+
+    def spying_store(image, regions, name):
+        stored_while_drawing.append(Prediction.objects.filter(evaluation__status="running").count())
+        return real_store(image, regions, name)
+
+    monkeypatch.setattr(services, "store_overlay", spying_store)
+    settings.EVAL_CHUNK_QUESTIONS = 2
+    chunked, items = _evaluate_files(client, run, run_jobs, django_capture_on_commit_callbacks, extra)
+    assert chunked.status == "succeeded", chunked.error
+    n = len(items) + len(extra)
+    assert chunked.predictions.count() == n == chunked.metrics["count"] == chunked.counts["rows_kept"]
+    # one image per chunk: 4 chunks, each stored before the next is drawn
+    assert stored_while_drawing == sorted(stored_while_drawing)
+    assert stored_while_drawing[0] == 0 and len(set(stored_while_drawing)) == 4 and max(stored_while_drawing) < n
+
+    timing = {"predict_seconds", "questions_per_second"}
+    assert {k: v for k, v in chunked.metrics.items() if k not in timing} == \
+           {k: v for k, v in whole.metrics.items() if k not in timing}
+    assert chunked.ece == whole.ece and chunked.ece is not None
+    assert _downloads(client, chunked.pk) == _downloads(client, whole.pk)
+    names = [name for name, _ in _downloads(client, chunked.pk)[1]]
+    assert "annotated/What is it.png" in names and "annotated/what is it-2.png" in names
+    assert names[-1] == "predictions.csv"
+
+
+def test_a_failure_mid_way_leaves_no_half_answers(run, owner, client_for, run_jobs, settings, monkeypatch,
+                                                  django_capture_on_commit_callbacks):
+    """A chunk failing after earlier chunks were stored: the evaluation fails and shows none of its answers, and
+    a worker killed half-way (its answers left behind) shows none either until a retry replaces them."""
+    from evaluation_app import jobs, services
+    from evaluation_app.models import Evaluation, Prediction
+    from gpu_worker import Cancelled
+
+    calls, stored = [], []
+    real_save = jobs._Batch.save
+
+    def failing_save(self, indices, preds, overlays):
+        calls.append(len(indices))
+        stored.append(Prediction.objects.filter(evaluation=self.row).count())
+        if len(calls) == 3:
+            raise failure
+        real_save(self, indices, preds, overlays)
+
+    monkeypatch.setattr(jobs._Batch, "save", failing_save)
+    settings.EVAL_CHUNK_QUESTIONS = 1
+    client = client_for(owner)
+    failure = Cancelled()   # the user pressed Cancel during the third chunk
+    ev, items = _evaluate_files(client, run, run_jobs, django_capture_on_commit_callbacks)
+    assert ev.status == "cancelled" and len(calls) == 3 and stored[2] > 0
+    assert Prediction.objects.filter(evaluation=ev).count() == 0
+    calls.clear()
+    stored.clear()
+    failure = RuntimeError("disk full")
+    ev, items = _evaluate_files(client, run, run_jobs, django_capture_on_commit_callbacks)
+    assert ev.status == "failed" and "disk full" in ev.error and len(calls) == 3 and stored[2] > 0
+    assert Prediction.objects.filter(evaluation=ev).count() == 0
+
+    # a killed worker's leftovers: not shown (page, API, review queue), then replaced by the retry
+    monkeypatch.setattr(jobs._Batch, "save", real_save)
+    Prediction.objects.create(project=ev.project, kind="batch", evaluation=ev, training_run=ev.training_run,
+                              image="x.png", question="Left behind?", answer="yes")
+    assert client.get(f"/api/v1/evaluations/{ev.pk}/predictions/").json()["count"] == 0
+    assert services.review_queue(ev).count() == 0
+    with django_capture_on_commit_callbacks(execute=True):
+        services.retry_evaluation(owner, ev)
+    run_jobs()
+    ev = Evaluation.objects.get(pk=ev.pk)
+    assert ev.status == "succeeded", ev.error
+    assert not ev.predictions.filter(question="Left behind?").exists()
+    assert ev.predictions.count() == len(items) == ev.metrics["count"]
+    assert client.get(f"/api/v1/evaluations/{ev.pk}/predictions/").json()["count"] == len(items)
+
+
+def test_unique_namer_matches_unique_names_one_at_a_time():
+    import random
+
+    from evaluation_app.exports import UniqueNamer
+
+    def reference(texts):  # the plain algorithm: probe -2, -3, ... for every repeat
+        used, out = set(), []
+        for text in texts:
+            stem = safe_stem(text)
+            name, n = f"{stem}.png", 1
+            while name.lower() in used:
+                n += 1
+                name = f"{stem}-{n}.png"
+            used.add(name.lower())
+            out.append(name)
+        return out
+
+    rng = random.Random(3)
+    pool = ["Same?", "same", "SAME", "same-2", "Same-3?", "other", "", "CON", "x" * 300]
+    texts = [rng.choice(pool) for _ in range(2000)]
+    namer = UniqueNamer()
+    assert [namer(t) for t in texts] == reference(texts) == unique_names(texts)
+
+
+def test_question_chunks_keep_images_whole():
+    from evaluation_app.jobs import question_chunks
+
+    items = [{"image": im} for im in ["a", "b", "a", "c", "c", "c", "d", "b"]]
+    assert question_chunks(items, 4) == [[0, 1, 2, 7], [3, 4, 5, 6]]
+    assert question_chunks(items, 3) == [[0, 2], [1, 7], [3, 4, 5], [6]]
+    assert question_chunks(items, 2) == [[0, 2], [1, 7], [3, 4, 5], [6]]   # "c" alone is over the size
+    assert question_chunks(items, 100) == [list(range(8))]
+    assert sorted(i for c in question_chunks(items, 1) for i in c) == list(range(8))
