@@ -37,7 +37,7 @@ ROWS = [
      r"\*\*ratio batched \(\+regions\) / one-by-one with the same image cache", [1], "≥ 10×"),
     ("image cache gain, one question at a time (baseline)", "RESULTS.md", r"^image cache gain", [1], ""),
     ("cleaning 2,000 640×480 JPEGs: check processes · thumbnails · photos/s · CPU ms per photo in the caller", "RESULTS-cleaning.md", r"^\| (\*\*)?[12][^|]*\| (\*\*)?(no|yes)", [0, 1, 3, 5], "≥ 250 photos/s on 2 idle cores"),
-    ("VQAv2-shaped dataset through tus (interrupted + resumed) and cleaning", "RESULTS-scale.md", r"^photos / questions|tus upload|cleaning \(worker\)|cleaning phases|peak RSS", [1], "peak RSS ≤ 800 MB"),
+    ("VQAv2-shaped dataset through tus (interrupted + resumed), cleaning, then training on it", "RESULTS-scale.md", r"^photos / questions|tus upload|cleaning \(worker\)|cleaning phases|peak RSS", [1], "peak RSS ≤ 800 MB"),
     ("single prediction in-process, model call (cached)", "RESULTS-serving.md", r"of which model call", [1], ""),
     ("predict under load: 1,000 requests, 20 concurrent (gunicorn 4×1)", "RESULTS-load.md", r"^\| predict \|", [2, 3, 4, 5, 6], "0 errors, p99 ≤ 200 ms"),
 ]
