@@ -34,15 +34,15 @@ def _dataset_items(row):
     from datasets_app.models import DatasetItem
     from datasets_app.services import UploadError, training_items
 
-    try:
-        items, image_root = training_items(row.dataset)
+    try:   # compact: 440,000 questions in ~70 MB of columns instead of ~300 MB of dicts
+        items, image_root = training_items(row.dataset, compact=True)
     except UploadError as exc:
         raise UserFacingError(str(exc)) from exc
     if not items:
         raise UserFacingError(f"The dataset “{row.dataset}” has no questions to evaluate.")
     thumbs = dict(DatasetItem.objects.filter(dataset=row.dataset).exclude(thumbnail="")
                   .values_list("image", "thumbnail").distinct())
-    return items, image_root, {it["image"]: it["stored"] for it in items}, thumbs
+    return items, image_root, dict(zip(items.column("image"), items.column("stored"))), thumbs
 
 
 def _parameter_count(adapter):

@@ -80,6 +80,13 @@ def test_training_items_round_trip(owner, project, run_jobs, django_capture_on_c
     by_value: dict = {}
     for it in slim:
         assert by_value.setdefault(it["answers"], it["answers"]) is it["answers"]
+    # batch evaluation's compact columns read back as the same items (all keys but the id, answers as tuples)
+    compact, _root = services.training_items(ds, compact=True)
+    assert len(compact) == len(items) and compact
+    expected = [{**{k: v for k, v in it.items() if k != "id"}, "answers": tuple(it["answers"])} for it in items]
+    assert list(compact) == expected and [compact[i] for i in range(len(items))] == expected
+    assert compact[-1] == expected[-1] and compact[:2] == expected[:2]
+    assert compact.column("question") == [it["question"] for it in items]
 
 
 def test_warning_level_keeps_every_dropped_row_with_reason(
