@@ -6,7 +6,8 @@ On a database and media folder of its own (see bench_load.py) it trains a small 
 stores ``--photos`` 640x480 JPEGs as a ready dataset with ``--questions`` distinct questions (ten answers each,
 inserted directly, no cleaning), then for each ``--code`` folder (default: this checkout; give an older
 checkout's folder to compare) runs ``evaluation_app.jobs.batch_eval_job`` in a fresh Python started in that
-folder and prints its peak RSS (``ru_maxrss``: the process itself, what a worker's work horse holds), the
+folder and prints its peak RSS (``VmHWM`` of /proc/self/status: the process itself, what a worker's work horse
+holds; not ``ru_maxrss``, which a spawned child inherits from its parent's resident size on Linux), the
 job's time and the size of the downloads (``--no-overlays``: the ZIP then holds each question's photo).
 ``EVAL_CHUNK_QUESTIONS`` and ``PIGGYBACK_TORCH_THREADS`` pass through.
 """
@@ -24,9 +25,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def peak_rss_mb() -> float:
+    """This process's own resident high-water mark (VmHWM). ``ru_maxrss`` would not do: on Linux a spawned
+    child's starts at its parent's resident size (exec keeps the larger of the two), so it read this
+    benchmark's parent - which built the dataset - instead of the job."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def child(pk: int) -> int:
     """Run the evaluation's job here (the code of the current folder) and print one JSON line."""
-    import resource
 
     sys.path.insert(0, os.getcwd())
     import django
@@ -44,7 +57,7 @@ def child(pk: int) -> int:
     sizes = {name: default_storage.size(f"{ev.output_dir}/{name}") for name in ("predictions.csv", "annotated.zip")
              if ev.status == "succeeded"}
     print(json.dumps({"status": ev.status, "error": ev.error[:300], "seconds": round(seconds, 1),
-                      "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "peak_mb": peak_rss_mb(),
                       "count": ev.predictions.count(), "vqa_accuracy": ev.metrics.get("vqa_accuracy"),
                       "ece": ev.ece, "sizes": sizes}))
     return 0
