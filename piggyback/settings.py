@@ -247,6 +247,8 @@ ACCOUNT_LOGIN_METHODS = {"username", "email"}
 ACCOUNT_SIGNUP_FIELDS = ["email*", "username*", "password1*", "password2*"]
 ACCOUNT_EMAIL_VERIFICATION = env("ACCOUNT_EMAIL_VERIFICATION", default="none")
 ACCOUNT_LOGOUT_ON_GET = False
+# keys the per-username failed sign-in limit by the username alone, whatever Host the request names
+ACCOUNT_ADAPTER = "piggyback.account_adapter.AccountAdapter"
 # Failed sign-ins, pages and POST /api/v1/auth/token/ alike (allauth's rate limits, state in the cache):
 # "<n>/<period>/ip" per client address, "<n>/<period>/key" per username typed. Past them: 429 + Retry-After.
 ACCOUNT_RATE_LIMITS = {"login_failed": env("LOGIN_FAILED_RATE_LIMIT", default="10/m/ip,5/m/key")}

@@ -84,6 +84,26 @@ def test_failed_sign_ins_per_username_answer_429_then_recover(api_client, owner,
         assert r.status_code == 200 and r.json()["token"]
 
 
+def test_per_username_limit_does_not_depend_on_the_host_named(api_client, client, owner, clock):
+    """allauth keys the limit by "<site domain>:<username>", and without the sites framework the domain is the
+    Host header, port included: each allowed host name or port was a fresh budget of guesses for the account."""
+    hosts = ["localhost", "127.0.0.1", "127.0.0.1:8001", "LOCALHOST:9", "[::1]:80"]
+    with login_limits("100/m/ip,3/m/key"):
+        for host in hosts[:3]:
+            r = api_client.post(TOKEN_URL, {"username": "olivia", "password": "wrong"}, format="json", HTTP_HOST=host)
+            assert r.status_code == 400, (host, r.status_code)
+        for host in hosts:
+            r = api_client.post(TOKEN_URL, {"username": "olivia", "password": "pw-olivia-123"}, format="json",
+                                HTTP_HOST=host)
+            assert_429(r, "Too many failed sign-ins")
+        r = client.post("/accounts/login/", {"login": "olivia", "password": "pw-olivia-123"}, HTTP_HOST="127.0.0.1:7")
+        assert r.status_code == 200 and b"Too many failed login attempts" in r.content
+        clock.advance(61)
+        r = api_client.post(TOKEN_URL, {"username": "olivia", "password": "pw-olivia-123"}, format="json",
+                            HTTP_HOST="127.0.0.1:8001")
+        assert r.status_code == 200
+
+
 def test_failed_sign_ins_per_client_address(api_client, owner, make_user, clock):
     make_user("bob")
     with login_limits("2/m/ip,100/m/key"):
