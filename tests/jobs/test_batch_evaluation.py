@@ -330,3 +330,38 @@ def test_question_chunks_keep_images_whole():
     assert question_chunks(items, 2) == [[0, 2], [1, 7], [3, 4, 5], [6]]   # "c" alone is over the size
     assert question_chunks(items, 100) == [list(range(8))]
     assert sorted(i for c in question_chunks(items, 1) for i in c) == list(range(8))
+
+
+def test_annotated_zip_keeps_its_directory_on_disk_and_reads_back_whole(tmp_path, monkeypatch):
+    """write_annotated_zip keeps no ZipInfo per member in memory (a VQAv2-sized evaluation has 440,000): the
+    directory is spooled to a file. The archive still lists every member, past the 65,535 of a plain ZIP
+    (ZIP64 end record), with the right bytes, and the CSV last."""
+    import tracemalloc
+    from types import SimpleNamespace
+
+    from evaluation_app import exports
+
+    n = 70_000
+    monkeypatch.setattr(exports, "open_stream", lambda name: io.BytesIO(name.encode()))
+    preds = (SimpleNamespace(row=i + 1, image=f"img/{i % 7}.png", image_original_name="", question=f"Q {i % 50}?",
+                             answer="circle", confidence=0.5, top_k=[], expected_answers=[], vqa_score=None,
+                             overlay=f"ov/{i}.png", training_run=None, model=None) for i in range(n))
+    monkeypatch.setattr(exports, "model_label", lambda p: "m")
+    target = tmp_path / "annotated.zip"
+    tracemalloc.start()
+    try:
+        written = exports.write_annotated_zip(target, preds)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert written == n
+    # the names given out (~100 bytes each) are what remains; a ZipInfo each would add ~370 bytes a member
+    assert peak < n * 250, peak
+    with zipfile.ZipFile(target) as zf:
+        assert zf.testzip() is None
+        names = zf.namelist()
+        assert len(names) == n + 1 and names[-1] == "predictions.csv"
+        assert names[0] == "annotated/Q 0.png" and names[50] == "annotated/Q 0-2.png"
+        assert zf.read(names[12345]) == b"ov/12345.png"
+        rows = list(csv.DictReader(io.StringIO(zf.read("predictions.csv").decode("utf-8-sig"))))
+    assert len(rows) == n and rows[50]["overlay_file"] == "annotated/Q 0-2.png"
