@@ -10,6 +10,11 @@ folder and prints its peak RSS (``VmHWM`` of /proc/self/status: the process itse
 holds; not ``ru_maxrss``, which a spawned child inherits from its parent's resident size on Linux), the
 job's time and the size of the downloads (``--no-overlays``: the ZIP then holds each question's photo).
 ``EVAL_CHUNK_QUESTIONS`` and ``PIGGYBACK_TORCH_THREADS`` pass through.
+
+``--worker`` runs the evaluation as users do instead: ``create_dataset_evaluation`` enqueues it and a real
+``manage.py rqworker default gpu`` of this checkout runs it in its work horse, while the peak of the worker's whole
+process tree is sampled every 0.25 s (the sum of RSS, pages shared with the rqworker counted in each process, and
+the sum of PSS; see bench_scale.PeakRSS).
 """
 from __future__ import annotations
 
@@ -63,6 +68,40 @@ def child(pk: int) -> int:
     return 0
 
 
+def through_worker(infra, env, project, run, ds) -> dict:
+    """Enqueue the evaluation like the API does and let a real rqworker run it; the worker tree's peaks."""
+    from bench_scale import PeakRSS
+    from django.core.files.storage import default_storage
+
+    from evaluation_app.services import create_dataset_evaluation
+
+    work = Path(env["work"])
+    worker = infra.start([infra.PY, "manage.py", "rqworker", "default", "gpu"], {**os.environ, **env["env"]},
+                         work / "eval-worker.log")
+    peaks = PeakRSS(worker.pid, worker.pid)
+    peaks.start()
+    try:
+        t = time.perf_counter()
+        ev = create_dataset_evaluation(run.created_by, project, run, ds)
+        while True:
+            ev.refresh_from_db()
+            if ev.status in ("succeeded", "failed", "cancelled"):
+                break
+            if worker.poll() is not None:
+                raise SystemExit(f"the worker stopped: {(work / 'eval-worker.log').read_text()[-2000:]}")
+            time.sleep(1)
+        seconds = time.perf_counter() - t
+    finally:
+        peaks.stop_event.set()
+        peaks.join()
+        worker.stop()
+    sizes = {name: default_storage.size(f"{ev.output_dir}/{name}") for name in ("predictions.csv", "annotated.zip")
+             if ev.status == "succeeded"}
+    return {"status": ev.status, "error": ev.error[:300], "seconds": round(seconds, 1), "sizes": sizes,
+            "worker_mb": peaks.worker_max / 2**20, "worker_pss_mb": peaks.worker_pss_max / 2**20,
+            "count": ev.predictions.count(), "vqa_accuracy": ev.metrics.get("vqa_accuracy"), "ece": ev.ece}
+
+
 def make_dataset(project, user, photos: int, questions: int):
     import numpy as np
     from PIL import Image
@@ -104,6 +143,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-overlays", action="store_true",
                     help="evaluate as a model that cannot explain (no attention maps drawn: drawing a 640x480 "
                          "overlay per question runs at ~9 questions/s on 2 cores)")
+    ap.add_argument("--worker", action="store_true",
+                    help="run it through a real rqworker and report its process tree's peak (RSS and PSS sums)")
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -129,7 +170,10 @@ def main(argv=None) -> int:
     print(f"dataset: {args.photos:,} photos, {args.questions:,} questions in {time.perf_counter() - t:.0f} s",
           flush=True)
     results = []
-    for code in args.code or [str(ROOT)]:
+    if args.worker:
+        results.append(through_worker(infra, env, project, run, ds))
+        print(json.dumps(results[-1]), flush=True)
+    for code in ([] if args.worker else args.code or [str(ROOT)]):
         ev = Evaluation.objects.create(project=project, training_run=run, dataset=ds, status="queued",
                                        images_file="", questions_file="", created_by=run.created_by)
         proc = subprocess.run([infra.PY, str(Path(__file__).resolve()), "--child", str(ev.pk)], cwd=code,
@@ -144,6 +188,16 @@ def main(argv=None) -> int:
         results.append(result)
     print(f"\n## Batch evaluation peak RSS ({os.cpu_count()} cores, load average "
           f"{'%.1f / %.1f / %.1f' % os.getloadavg()})\n")
+    if args.worker:
+        r = results[0]
+        sizes = r.get("sizes") or {}
+        files = " / ".join(f"{v / 2**20:,.0f} MiB" for v in sizes.values()) or "-"
+        print("| run | photos / questions | status | job time | peak of the worker's tree: RSS sum (PSS sum) "
+              "| predictions.csv / annotated.zip |")
+        print("|---|---|---|---|---|---|")
+        print(f"| rqworker + work horse | {args.photos:,} / {args.questions:,} | {r['status']} | {r['seconds']} s "
+              f"| {r['worker_mb']:,.0f} MB ({r['worker_pss_mb']:,.0f} MB) | {files} |")
+        return 0
     print("| code | photos / questions | status | job time | peak RSS of the job's process | predictions.csv / annotated.zip |")
     print("|---|---|---|---|---|---|")
     for r in results:

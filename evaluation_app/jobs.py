@@ -12,8 +12,9 @@ from django.conf import settings
 from PIL import Image
 
 from evaluation_app import exports, model_cache
-from evaluation_app.models import Prediction, margin_of
+from evaluation_app.models import Prediction, delete_predictions_in, margin_of
 from gpu_worker import Cancelled, UserFacingError
+from gpu_worker.items import ItemColumns
 from piggyback.files import local_copy, save_local, save_tree
 from piggyback.jobs import background_job, db_retry
 
@@ -43,6 +44,35 @@ def _dataset_items(row):
     thumbs = dict(DatasetItem.objects.filter(dataset=row.dataset).exclude(thumbnail="")
                   .values_list("image", "thumbnail").distinct())
     return items, image_root, dict(zip(items.column("image"), items.column("stored"))), thumbs
+
+
+UPLOAD_ITEM_KEYS = ("image", "thumbnail", "question", "answers", "answer_type", "question_type", "row",
+                    "image_original_name")
+_KEEP_DROPPED = 200   # rows listed on the evaluation (the counts cover them all)
+
+
+class _UploadItems:
+    """Cleaning's sink for an uploaded evaluation: the kept questions go, chunk by chunk, into compact columns
+    (answers as shared tuples, repeated strings shared), as a dataset's do, instead of the cleaning's item dicts
+    (~1.3 KB a question). Only the first dropped rows are kept, for the page."""
+
+    def __init__(self):
+        self.items = ItemColumns(UPLOAD_ITEM_KEYS)
+        self.dropped: list = []
+        self._shared: dict = {}
+
+    def _one(self, value):
+        return self._shared.setdefault(value, value)
+
+    def add_items(self, items: list) -> None:
+        one = self._one
+        for it in items:
+            self.items.append_values(it["image"], it["thumbnail"], one(it["question"]),
+                                     one(tuple(map(one, it["answers"] or ()))), one(it["answer_type"]),
+                                     one(it["question_type"]), it["row"], one(it["image_original_name"]))
+
+    def add_dropped(self, dropped: list) -> None:
+        self.dropped.extend(dropped[:max(0, _KEEP_DROPPED - len(self.dropped))])
 
 
 def _parameter_count(adapter):
@@ -87,15 +117,9 @@ def question_chunks(items: list, size: int) -> list[list[int]]:
     return chunks
 
 
-def delete_predictions(row, batch: int = 2000) -> int:
-    """Delete every prediction of the evaluation, a batch at a time (a queryset delete would load them all to set
-    their corrections' link to null). Returns how many."""
-    deleted = 0
-    qs = Prediction.objects.filter(evaluation=row).order_by("pk")
-    while pks := list(qs.values_list("pk", flat=True)[:batch]):
-        Prediction.objects.filter(pk__in=pks).delete()
-        deleted += len(pks)
-    return deleted
+def delete_predictions(row) -> int:
+    """Delete every prediction of the evaluation, a batch at a time (see delete_predictions_in)."""
+    return delete_predictions_in(Prediction.objects.filter(evaluation=row))
 
 
 class _Batch:
@@ -242,15 +266,16 @@ def _prepare(row, reporter, tmp, prefix, params):
         report=_scaled(reporter, 0.0, _CLEAN), should_cancel=reporter.should_cancel,
         questions_name=params.get("questions_name"), images_name=params.get("images_name"),
         thumbnails=True,   # the lists show them, made once here like a dataset's
+        sink=(sink := _UploadItems()),
     )
-    items, image_root = result.items, result.image_root
-    counts = dict(result.counts, level=result.level, dropped=result.dropped[:200],
-                  dropped_images=result.dropped_images[:200])
+    items, image_root = sink.items, result.image_root
+    counts = dict(result.counts, level=result.level, dropped=sink.dropped,
+                  dropped_images=result.dropped_images[:_KEEP_DROPPED])
     row._update(counts=counts, warnings=list(result.warnings), output_dir=prefix)
     stored = {p.split("/images/", 1)[1]: p for p in save_tree(Path(image_root), f"{prefix}/images")}
     made = {p.split("/thumbs/", 1)[1]: p for p in save_tree(Path(result.thumb_root), f"{prefix}/thumbs")}
-    thumbs = {stored[it["image"]]: made[it["thumbnail"]] for it in items
-              if it.get("thumbnail") in made and it["image"] in stored}
+    thumbs = {stored[image]: made[thumb] for image, thumb in zip(items.column("image"), items.column("thumbnail"))
+              if thumb in made and image in stored}
     return items, image_root, stored, thumbs
 
 

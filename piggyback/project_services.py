@@ -50,15 +50,19 @@ def _ensure_other_owner(project: Project, user) -> None:
 def delete_project(project: Project) -> None:
     """Delete a project with everything in it, then its stored files (after the commit).
 
-    Training runs go first: they PROTECT their dataset, so a plain ``project.delete()`` of a project that has
-    runs raised ProtectedError (a 500 for the owner) instead of deleting."""
+    Predictions go first, a batch at a time: a cascade would load all of them (hundreds of thousands after a
+    VQAv2-sized evaluation) into this process. Training runs next: they PROTECT their dataset, so a plain
+    ``project.delete()`` of a project that has runs raised ProtectedError (a 500 for the owner) instead of
+    deleting."""
     from audit.trail import part_of_larger_deletion
     from datasets_app.services import delete_prefix
+    from evaluation_app.models import Prediction, delete_predictions_in
     from training_app.models import TrainingRun
 
     pk = project.pk
     with transaction.atomic():
         with part_of_larger_deletion():  # audited as the project's deletion, not run by run
+            delete_predictions_in(Prediction.objects.filter(project=project))
             TrainingRun.objects.filter(project=project).delete()
         project.delete()
         transaction.on_commit(lambda: delete_prefix(f"projects/{pk}"))
