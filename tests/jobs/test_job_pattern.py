@@ -122,6 +122,20 @@ def test_reporter_throttles_writes(project):
     assert row.stage == "final"
 
 
+def test_reporter_forgets_the_sql_debug_mode_keeps(project, settings):
+    """With DEBUG on (the quick start) Django keeps the SQL of the last 9,000 queries; a long job's bulk inserts
+    would keep hundreds of MB of it. Each progress write lets go of it."""
+    from django.db import connection
+
+    settings.DEBUG = True
+    row = make_row(project)
+    rep = jobs.Reporter(row, min_interval=0)
+    type(row).objects.filter(pk__in=range(1, 30_000)).count()   # a long statement, like a bulk insert's
+    assert any(len(q["sql"]) > 100_000 for q in connection.queries)
+    rep(0.5, "half-way")
+    assert all(len(q["sql"]) < 1_000 for q in connection.queries), [len(q["sql"]) for q in connection.queries]
+
+
 def test_reconcile_fails_vanished_worker(project):
     row = make_row(project)
     Dataset.objects.filter(pk=row.pk).update(
