@@ -55,6 +55,21 @@ def child(pk: int) -> int:
     from evaluation_app.jobs import batch_eval_job
     from evaluation_app.models import Evaluation
 
+    if os.environ.get("BENCH_SAMPLE"):   # print the job's RSS and stage every BENCH_SAMPLE seconds (stderr)
+        import threading
+
+        def sample(every=float(os.environ["BENCH_SAMPLE"])):
+            from django.db import connections
+
+            while True:
+                time.sleep(every)
+                with open("/proc/self/status") as fh:
+                    rss = next(int(line.split()[1]) // 1024 for line in fh if line.startswith("VmRSS:"))
+                row = Evaluation.objects.filter(pk=pk).values_list("stage", flat=True).first()
+                connections.close_all()
+                print(f"{time.perf_counter() - t:7.1f} s {rss:6,} MB {row}", file=sys.stderr, flush=True)
+
+        threading.Thread(target=sample, daemon=True).start()
     t = time.perf_counter()
     batch_eval_job(pk)
     seconds = time.perf_counter() - t
@@ -178,6 +193,8 @@ def main(argv=None) -> int:
                                        images_file="", questions_file="", created_by=run.created_by)
         proc = subprocess.run([infra.PY, str(Path(__file__).resolve()), "--child", str(ev.pk)], cwd=code,
                               env={**os.environ, **env["env"]}, capture_output=True, text=True)
+        if os.environ.get("BENCH_SAMPLE"):
+            print(proc.stderr[-6000:], flush=True)
         line = (proc.stdout.strip().splitlines() or ["{}"])[-1]
         try:
             result = json.loads(line)
