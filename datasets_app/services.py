@@ -19,7 +19,6 @@ from django.db.models import ProtectedError, RestrictedError
 
 from datasets_app.models import Dataset, DatasetItem, ResumableUpload, upload_path
 from gpu_worker.errors import Conflict, InvalidInput
-from gpu_worker.items import ItemColumns
 from piggyback import files, jobs
 from piggyback.jobs import RunStatus
 from piggyback.models import Project
@@ -377,13 +376,25 @@ def dataset_image_root(dataset: Dataset) -> Path:
     return files.local_dir(images_prefix(dataset))
 
 
-#: the keys of ``training_items(..., compact=True)``
-COMPACT_ITEM_KEYS = ("image", "question", "answers", "answer_type", "question_type", "row", "stored",
-                     "image_original_name")
+def require_ready(dataset: Dataset) -> None:
+    """Conflict (409) unless the dataset's cleaning has succeeded."""
+    if dataset.status != RunStatus.SUCCEEDED:
+        raise Conflict(f"The dataset “{dataset.name}” is not ready yet (its cleaning is {dataset.status}).")
 
 
-def training_items(dataset: Dataset, *, labelled_only: bool = False, slim: bool = False,
-                   compact: bool = False) -> tuple[list[dict], Path]:
+def item_image_root(dataset: Dataset, items) -> tuple[Path, str]:
+    """(local folder, storage prefix ending in "/"): an item's stored image name without the prefix is its path
+    in the folder (images elsewhere: their file name). ``items``: the dataset's items that will be read."""
+    if dataset.parent_id is not None:  # a version shares the image files of earlier versions and evaluations
+        from datasets_app.versions import image_root_for
+
+        root, prefix = image_root_for(dataset, items.order_by().values_list("image", flat=True).distinct())
+        return root, prefix + "/"
+    return dataset_image_root(dataset), images_prefix(dataset) + "/"
+
+
+def training_items(dataset: Dataset, *, labelled_only: bool = False,
+                   slim: bool = False) -> tuple[list[dict], Path]:
     """(items, image_root): gpu_worker item dicts for every kept question of a cleaned dataset.
 
     ``item["image"]`` is relative to ``image_root``; ``item["id"]`` is the DatasetItem pk;
@@ -393,28 +404,20 @@ def training_items(dataset: Dataset, *, labelled_only: bool = False, slim: bool 
     strings that repeat (image names, answers, answer/question types, templated questions) are shared,
     about 0.6 KB an item instead of 1.3 KB. ``slim=True`` (training) keeps only what training reads -
     ``image``, ``question``, ``answers`` (a tuple shared by every item with the same answers),
-    ``answer_type`` and ``question_type`` - about 0.3 KB an item. ``compact=True`` (batch evaluation) keeps every
-    key but ``id`` in a :class:`gpu_worker.items.ItemColumns` (answers as shared tuples; a dict is built only
-    when an item is read): about 0.15 KB an item, most of it the question text."""
-    if dataset.status != RunStatus.SUCCEEDED:
-        raise Conflict(f"The dataset “{dataset.name}” is not ready yet (its cleaning is {dataset.status}).")
+    ``answer_type`` and ``question_type`` - about 0.3 KB an item. (Batch evaluation reads the items a chunk at a
+    time instead: evaluation_app.jobs._DatasetChunks.)"""
+    require_ready(dataset)
     qs = DatasetItem.objects.filter(dataset=dataset)
     if labelled_only:
         qs = qs.exclude(answers=[])
-    if dataset.parent_id is not None:  # a version shares the image files of earlier versions and evaluations
-        from datasets_app.versions import image_root_for
-
-        root, prefix = image_root_for(dataset, qs.order_by().values_list("image", flat=True).distinct())
-    else:
-        root, prefix = None, images_prefix(dataset)
-    prefix += "/"
+    root, prefix = item_image_root(dataset, qs)
     shared: dict = {}   # one str object per distinct value
 
     def one(value):
         return shared.setdefault(value, value)
 
     per_image: dict = {}   # stored name -> (relative name, stored name)
-    items = ItemColumns(COMPACT_ITEM_KEYS) if compact else []
+    items = []
     rows = qs.order_by("row", "pk").values_list(
         "pk", "image", "question", "answers", "answer_type", "question_type", "row", "image_original_name")
     for pk, image, question, answers, atype, qtype, row, original in rows.iterator(chunk_size=5000):
@@ -428,15 +431,11 @@ def training_items(dataset: Dataset, *, labelled_only: bool = False, slim: bool 
             items.append({"image": names[0], "question": one(question), "answers": one(tuple(map(one, answers or ()))),
                           "answer_type": one(atype), "question_type": one(qtype)})
             continue
-        if compact:
-            items.append_values(names[0], one(question), one(tuple(map(one, answers or ()))), one(atype), one(qtype),
-                                row, names[1], one(original))
-            continue
         items.append({"id": pk, "image": names[0], "question": one(question),
                       "answers": [one(a) for a in answers or []], "answer_type": one(atype),
                       "question_type": one(qtype), "row": row, "stored": names[1],
                       "image_original_name": one(original)})
-    return items, root if root is not None else dataset_image_root(dataset)
+    return items, root
 
 
 def item_thumbnail(item: DatasetItem) -> str:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import tempfile
 import time
-from pathlib import Path
+from array import array
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 from django.conf import settings
@@ -29,21 +30,74 @@ def _scaled(reporter, start, span):
     return report
 
 
-def _dataset_items(row):
-    """(items, local image root, {relative image: storage name}, {storage name: thumbnail}) of the evaluated
-    dataset (its thumbnails were made at cleaning; items from before then get theirs on first view)."""
-    from datasets_app.models import DatasetItem
-    from datasets_app.services import UploadError, training_items
+class _DatasetChunks:
+    """The evaluated dataset's questions, read from the database a chunk at a time: every question of an image in
+    the same chunk, about ``size`` questions a chunk (an image with more is a chunk of its own), images in name
+    order. Nothing of the dataset is held between chunks, whatever its size.
 
-    try:   # compact: 440,000 questions in ~70 MB of columns instead of ~300 MB of dicts
-        items, image_root = training_items(row.dataset, compact=True)
-    except UploadError as exc:
-        raise UserFacingError(str(exc)) from exc
-    if not items:
-        raise UserFacingError(f"The dataset “{row.dataset}” has no questions to evaluate.")
-    thumbs = dict(DatasetItem.objects.filter(dataset=row.dataset).exclude(thumbnail="")
-                  .values_list("image", "thumbnail").distinct())
-    return items, image_root, dict(zip(items.column("image"), items.column("stored"))), thumbs
+    ``n``: how many questions; ``images``: how many images; ``thumbs``: {stored image: thumbnail} (made at
+    cleaning; items from before then get theirs on first view)."""
+
+    def __init__(self, dataset, size: int):
+        from datasets_app.models import DatasetItem
+        from datasets_app.services import UploadError, item_image_root, require_ready
+
+        try:
+            require_ready(dataset)
+            self.qs = DatasetItem.objects.filter(dataset=dataset)
+            self.n = self.qs.count()
+            if not self.n:
+                raise UserFacingError(f"The dataset “{dataset}” has no questions to evaluate.")
+            self.image_root, self.prefix = item_image_root(dataset, self.qs)
+        except UploadError as exc:
+            raise UserFacingError(str(exc)) from exc
+        self.size = size
+        self.images = self.qs.order_by().values("image").distinct().count()
+        self.thumbs = dict(self.qs.exclude(thumbnail="").order_by().values_list("image", "thumbnail").distinct())
+
+    def __iter__(self):
+        prefix, shared = self.prefix, {}
+
+        def one(value):
+            return shared.setdefault(value, value)
+
+        chunk: list = []
+        image, same = None, []   # the questions of the image being read
+        rows = self.qs.order_by("image", "row", "pk").values_list(
+            "image", "question", "answers", "answer_type", "question_type", "row", "image_original_name")
+        for stored, question, answers, atype, qtype, row, original in rows.iterator(chunk_size=2000):
+            if stored != image:
+                if chunk and len(chunk) + len(same) > self.size:
+                    yield chunk
+                    chunk = []
+                chunk.extend(same)
+                image, same = stored, []
+                shared.clear()
+                rel = stored[len(prefix):] if stored.startswith(prefix) else PurePosixPath(stored).name
+            same.append({"image": rel, "stored": stored, "question": question,
+                         "answers": one(tuple(map(one, answers or ()))), "answer_type": one(atype),
+                         "question_type": one(qtype), "row": row, "image_original_name": original})
+        if chunk and len(chunk) + len(same) > self.size:
+            yield chunk
+            chunk = []
+        chunk.extend(same)
+        if chunk:
+            yield chunk
+
+
+class _MemoryChunks:
+    """An uploaded evaluation's cleaned questions (held as compact columns) in chunks of whole images, each item
+    with the storage name of its image."""
+
+    def __init__(self, items, stored: dict, size: int):
+        self.items, self.stored, self.size, self.n = items, stored, size, len(items)
+
+    def __iter__(self):
+        for indices in question_chunks(self.items, self.size):
+            chunk = [self.items[i] for i in indices]
+            for item in chunk:
+                item["stored"] = self.stored.get(item["image"], "")
+            yield chunk
 
 
 UPLOAD_ITEM_KEYS = ("image", "thumbnail", "question", "answers", "answer_type", "question_type", "row",
@@ -123,17 +177,17 @@ def delete_predictions(row) -> int:
 
 
 class _Batch:
-    """What one batch evaluation keeps between chunks: every answer (the official metrics need them with the
-    items) and the confidence / VQA score of each question (for the calibration), nothing else."""
+    """What one batch evaluation keeps between chunks: the metrics' running sums (:class:`Tally`) and the
+    confidence / VQA score of each labelled question (for the calibration, 16 bytes a question), nothing else."""
 
-    def __init__(self, row, items, image_root, stored, thumbs, gen):
-        self.row, self.items, self.image_root, self.stored, self.thumbs, self.gen = (
-            row, items, image_root, stored, thumbs, gen)
-        self.n = len(items)
-        self.answers: list = [""] * self.n
-        self._shared: dict = {}   # one str object per distinct answer
-        self.confidence = np.zeros(self.n)
-        self.score = np.full(self.n, np.nan)
+    def __init__(self, row, chunks, image_root, thumbs, gen):
+        from gpu_worker.metrics import Tally
+
+        self.row, self.chunks, self.image_root, self.thumbs, self.gen = row, chunks, image_root, thumbs, gen
+        self.n = chunks.n
+        self.tally = Tally()
+        self.labelled = 0
+        self.confidence, self.score = array("d"), array("d")   # of the labelled questions
         self.predict_seconds = 0.0
         self.done = 0
         self.is_run = row.training_run_id is not None
@@ -141,40 +195,41 @@ class _Batch:
     def progress(self, within_chunk: float, size: int) -> float:
         return _CLEAN + _WORK * (self.done + within_chunk * size) / max(1, self.n)
 
-    def overlays(self, indices, preds, reporter) -> list[str]:
+    def overlays(self, chunk, preds, reporter) -> list[str]:
         """Each prediction's boxes drawn on its image, image by image: one decoded photo in memory at a time."""
         from evaluation_app.services import store_overlay
 
-        out = [""] * len(indices)
+        out = [""] * len(chunk)
         by_image: dict = {}
-        for k, (i, pred) in enumerate(zip(indices, preds)):
+        for k, (item, pred) in enumerate(zip(chunk, preds)):
             if pred.get("regions"):
-                by_image.setdefault(self.items[i]["image"], []).append(k)
+                by_image.setdefault(item["image"], []).append(k)
         drawn = 0
         for image, positions in by_image.items():
             if reporter.should_cancel():
                 raise Cancelled()
-            reporter(self.progress(_ANSWER + _DRAW * drawn / len(indices), len(indices)),
+            reporter(self.progress(_ANSWER + _DRAW * drawn / len(chunk), len(chunk)),
                      f"Drawing attention maps: {self.done + drawn:,} of {self.n:,}")
             with Image.open(Path(self.image_root) / image) as im:
                 rgb = im.convert("RGB")
             for k in positions:
-                i = indices[k]
-                out[k] = store_overlay(rgb, preds[k]["regions"][:5],
-                                       f"projects/{self.row.project_id}/overlays/eval-{self.row.pk}/{i + 1}-boxes.png")
+                out[k] = store_overlay(rgb, preds[k]["regions"][:5], f"projects/{self.row.project_id}/overlays/"
+                                       f"eval-{self.row.pk}/{self.done + k + 1}-boxes.png")
             drawn += len(positions)
             del rgb
         return out
 
-    def save(self, indices, preds, overlays) -> None:
-        """The chunk's predictions as rows; keeps only the answers and the calibration numbers."""
-        from gpu_worker.metrics import vqa_score
-
+    def save(self, chunk, preds, overlays) -> None:
+        """The chunk's predictions as rows; counts them into the metrics and keeps the calibration numbers."""
         row, objs = self.row, []
-        for i, pred, overlay in zip(indices, preds, overlays):
-            item = self.items[i]
-            stored = self.stored.get(item["image"], "")
-            score = vqa_score(pred["answer"], item["answers"]) if item.get("answers") else None
+        for item, pred, overlay in zip(chunk, preds, overlays):
+            stored = item["stored"]
+            score = None
+            if item.get("answers"):
+                self.labelled += 1
+                score = self.tally.add(pred["answer"], item)
+            else:
+                self.tally.add(pred["answer"], item)
             obj = Prediction(
                 project_id=row.project_id, kind=Prediction.Kind.BATCH, evaluation=row, user_id=row.created_by_id,
                 training_run_id=row.training_run_id if self.is_run else None,
@@ -184,29 +239,25 @@ class _Batch:
                 answer=str(pred["answer"])[:300], confidence=float(pred.get("confidence") or 0.0),
                 margin=margin_of(pred.get("top_k"), pred.get("confidence")), top_k=pred.get("top_k") or [],
                 regions=(pred.get("regions") or [])[:5], overlay=overlay,
-                expected_answers=item.get("answers") or [], answer_type=item.get("answer_type", ""),
+                expected_answers=list(item.get("answers") or []), answer_type=item.get("answer_type", ""),
                 question_type=item.get("question_type", "")[:60], vqa_score=score, params=self.gen,
             )
             objs.append(obj)
-            self.answers[i] = self._shared.setdefault(pred["answer"], pred["answer"])
-            self.confidence[i] = obj.confidence
             if score is not None:
-                self.score[i] = score
+                self.confidence.append(obj.confidence)
+                self.score.append(score)
         Prediction.objects.bulk_create(objs, batch_size=1000)
 
     def metrics(self, parameters) -> tuple[dict, float | None]:
-        from gpu_worker.metrics import evaluate
-
-        labelled = sum(1 for it in self.items if it.get("answers"))
-        metrics = {"count": self.n, "labelled": labelled, "predict_seconds": round(self.predict_seconds, 3),
+        metrics = {"count": self.n, "labelled": self.labelled, "predict_seconds": round(self.predict_seconds, 3),
                    "questions_per_second": round(self.n / self.predict_seconds, 2) if self.predict_seconds > 0 else None,
                    "model_parameters": parameters}
         ece = None
-        if labelled:
-            metrics.update(evaluate(self.answers, self.items))
-            metrics["labelled"] = labelled
-            scored = ~np.isnan(self.score)
-            ece, metrics["reliability"] = _calibration_of(self.confidence[scored], self.score[scored])
+        if self.labelled:
+            metrics.update(self.tally.summary())
+            metrics["labelled"] = self.labelled
+            ece, metrics["reliability"] = _calibration_of(np.frombuffer(self.confidence),
+                                                          np.frombuffer(self.score))
         return metrics, ece
 
 
@@ -214,24 +265,23 @@ def _answer_all(batch: _Batch, adapter, reporter, *, top_k, batch_size, explain,
     """Predict, draw and store the questions chunk by chunk: the memory a chunk needs is freed before the next."""
     from gpu_worker.predict import predict_batch
 
-    for indices in question_chunks(batch.items, chunk_size()):
-        size = len(indices)
+    for chunk in batch.chunks:
+        size = len(chunk)
 
         def report(progress, stage="", metrics=None, size=size):
             done = batch.done + int(max(0.0, min(1.0, float(progress))) * size)
             reporter(batch.progress(_ANSWER * float(progress), size), f"Answered {done:,} of {batch.n:,} questions")
 
         started = time.perf_counter()
-        preds = predict_batch(adapter, [batch.items[i] for i in indices], str(batch.image_root), top_k=top_k,
-                              batch_size=batch_size, explain=explain, report=report,
-                              should_cancel=reporter.should_cancel, **gen)
+        preds = predict_batch(adapter, chunk, str(batch.image_root), top_k=top_k, batch_size=batch_size,
+                              explain=explain, report=report, should_cancel=reporter.should_cancel, **gen)
         batch.predict_seconds += time.perf_counter() - started
-        overlays = batch.overlays(indices, preds, reporter)
+        overlays = batch.overlays(chunk, preds, reporter)
         if reporter.should_cancel():
             raise Cancelled()
-        batch.save(indices, preds, overlays)
+        batch.save(chunk, preds, overlays)
         batch.done += size
-        del preds, overlays
+        del preds, overlays, chunk
 
 
 def _pack_downloads(row, tmp, prefix) -> None:
@@ -246,19 +296,20 @@ def _pack_downloads(row, tmp, prefix) -> None:
 
 
 def _prepare(row, reporter, tmp, prefix, params):
-    """(items, image_root, {relative image: storage name}, {storage name: thumbnail}) of the questions to answer:
-    the evaluated dataset's, or the upload's once cleaned like a dataset upload (its files stored)."""
+    """(chunks of the questions to answer, local image root, {storage name: thumbnail}): the evaluated dataset's,
+    read from the database a chunk at a time, or the upload's once cleaned like a dataset upload (its files
+    stored)."""
     from gpu_worker.cleaning import clean_dataset
 
     if row.dataset_id is not None:
         # 1'. a ready dataset of the project: its cleaned items and stored images (shared, not copied)
         reporter(0.0, f"Reading the dataset “{row.dataset}”", force=True)
-        items, image_root, stored, thumbs = _dataset_items(row)
-        counts = {"rows_in": len(items), "rows_kept": len(items), "rows_dropped": 0, "level": "success",
-                  "images_kept": len(stored),
+        chunks = _DatasetChunks(row.dataset, chunk_size())
+        counts = {"rows_in": chunks.n, "rows_kept": chunks.n, "rows_dropped": 0, "level": "success",
+                  "images_kept": chunks.images,
                   "dataset": row.dataset_id, "dataset_version": row.dataset.version}
         row._update(counts=counts, warnings=[], output_dir=prefix)
-        return items, image_root, stored, thumbs
+        return chunks, chunks.image_root, chunks.thumbs
     # 1. validate the upload exactly like a dataset upload (answers optional)
     reporter(0.0, "Checking your upload", force=True)
     result = clean_dataset(
@@ -276,7 +327,7 @@ def _prepare(row, reporter, tmp, prefix, params):
     made = {p.split("/thumbs/", 1)[1]: p for p in save_tree(Path(result.thumb_root), f"{prefix}/thumbs")}
     thumbs = {stored[image]: made[thumb] for image, thumb in zip(items.column("image"), items.column("thumbnail"))
               if thumb in made and image in stored}
-    return items, image_root, stored, thumbs
+    return _MemoryChunks(items, stored, chunk_size()), image_root, thumbs
 
 
 @background_job("evaluation_app.Evaluation")
@@ -289,15 +340,15 @@ def batch_eval_job(row, reporter):
     prefix = f"projects/{row.project_id}/evaluations/{row.pk}"
     params = dict(row.params or {})
     with tempfile.TemporaryDirectory(prefix="pb-eval-") as tmp:
-        items, image_root, stored, thumbs = _prepare(row, reporter, tmp, prefix, params)
+        chunks, image_root, thumbs = _prepare(row, reporter, tmp, prefix, params)
 
         # 2. predict, draw each overlay once (shown again from storage) and store the answers, chunk by chunk;
         #    the model stays cached in this worker for the next evaluation
         gen = {k: v for k, v in params.items() if k in ("num_beams", "max_new_tokens")}
         explain = model_of(target).can_explain
-        reporter(_CLEAN, f"Answering {len(items):,} questions", force=True)
+        reporter(_CLEAN, f"Answering {chunks.n:,} questions", force=True)
         delete_predictions(row)  # a retried job starts clean
-        batch = _Batch(row, items, image_root, stored, thumbs, gen)
+        batch = _Batch(row, chunks, image_root, thumbs, gen)
         try:
             with model_cache.use_model(model_cache.model_folder_for(target),
                                        model_cache.registry_key_for(target)) as adapter:
@@ -305,12 +356,12 @@ def batch_eval_job(row, reporter):
                             batch_size=int(params.get("batch_size", 256)), explain=explain, gen=gen)
                 parameters = _parameter_count(adapter)
 
-            # 3. official VQA metrics when answers were given
+            # 3. official VQA metrics when answers were given (summed while the chunks were stored)
             reporter(_CLEAN + _WORK, "Computing the metrics", force=True)
             metrics, ece = batch.metrics(parameters)
             row._update(metrics=metrics, ece=ece)
             count = batch.n
-            del batch, items, stored, thumbs   # the downloads below need none of them
+            del batch, chunks, thumbs   # the downloads below need none of them
 
             # 4. downloads, packed once
             reporter(_CLEAN + _WORK, "Packing the downloads", force=True)

@@ -20,7 +20,7 @@ from gpu_worker.vqa_normalize import answer_type as _answer_type
 from gpu_worker.vqa_normalize import clean_whitespace, normalize_answer, process_digit_article, process_punctuation
 from gpu_worker.vqa_normalize import question_type as _question_type
 
-__all__ = ["vqa_score", "exact_match", "evaluate", "majority_answer"]
+__all__ = ["vqa_score", "exact_match", "evaluate", "majority_answer", "Tally"]
 
 
 def _prepare(prediction: str, answers: Sequence[str]) -> tuple[str, list[str]]:
@@ -70,6 +70,53 @@ def _pct(total: float, count: int) -> float:
     return round(100.0 * total / count, 2) if count else 0.0
 
 
+class Tally:
+    """:func:`evaluate`, one question at a time: ``add(prediction, item)`` for each, then ``summary()``. Holds
+    only the sums and the confusion counts, so a job can score questions it no longer keeps."""
+
+    def __init__(self, top_confusions: int = 20):
+        self.top_confusions = top_confusions
+        self.acc_sum = self.em_sum = 0.0
+        self.count = self.skipped = 0
+        self.by_atype: dict[str, list] = defaultdict(lambda: [0.0, 0])
+        self.by_qtype: dict[str, list] = defaultdict(lambda: [0.0, 0])
+        self.confusions: Counter = Counter()
+
+    def add(self, pred: str, item: dict) -> float | None:
+        """Count one question; returns its VQA score (None when it has no answers, and is skipped)."""
+        answers = [a for a in (item.get("answers") or []) if a is not None]
+        if not answers:
+            self.skipped += 1
+            return None
+        s = vqa_score(pred, answers)
+        em = exact_match(pred, answers)
+        self.acc_sum += s
+        self.em_sum += em
+        self.count += 1
+        atype = item.get("answer_type") or _answer_type(answers)
+        qtype = item.get("question_type") or _question_type(item.get("question", ""))
+        self.by_atype[atype][0] += s
+        self.by_atype[atype][1] += 1
+        self.by_qtype[qtype][0] += s
+        self.by_qtype[qtype][1] += 1
+        if not em:
+            self.confusions[(majority_answer(answers), normalize_answer(pred or ""))] += 1
+        return s
+
+    def summary(self) -> dict:
+        return {
+            "vqa_accuracy": _pct(self.acc_sum, self.count),
+            "exact_match": _pct(self.em_sum, self.count),
+            "per_answer_type": {t: _pct(v[0], v[1]) for t, v in sorted(self.by_atype.items())},
+            "per_question_type": {t: _pct(v[0], v[1]) for t, v in sorted(self.by_qtype.items())},
+            "count": self.count,
+            "skipped_unlabelled": self.skipped,
+            "confusions": [{"expected": e, "predicted": p, "count": c}
+                           for (e, p), c in sorted(self.confusions.items(), key=lambda kv: (-kv[1], kv[0]))
+                           [:self.top_confusions]],
+        }
+
+
 def evaluate(predictions: list[str], items: list[dict], top_confusions: int = 20) -> dict:
     """Summary over the labelled items: percentages rounded to 2 decimals like the official script.
 
@@ -78,39 +125,7 @@ def evaluate(predictions: list[str], items: list[dict], top_confusions: int = 20
     """
     if len(predictions) != len(items):
         raise ValueError(f"evaluate: {len(predictions)} predictions for {len(items)} items")
-    acc_sum = 0.0
-    em_sum = 0.0
-    count = 0
-    skipped = 0
-    by_atype: dict[str, list] = defaultdict(lambda: [0.0, 0])
-    by_qtype: dict[str, list] = defaultdict(lambda: [0.0, 0])
-    confusions: Counter = Counter()
+    tally = Tally(top_confusions)
     for pred, item in zip(predictions, items):
-        answers = [a for a in (item.get("answers") or []) if a is not None]
-        if not answers:
-            skipped += 1
-            continue
-        s = vqa_score(pred, answers)
-        em = exact_match(pred, answers)
-        acc_sum += s
-        em_sum += em
-        count += 1
-        atype = item.get("answer_type") or _answer_type(answers)
-        qtype = item.get("question_type") or _question_type(item.get("question", ""))
-        by_atype[atype][0] += s
-        by_atype[atype][1] += 1
-        by_qtype[qtype][0] += s
-        by_qtype[qtype][1] += 1
-        if not em:
-            confusions[(majority_answer(answers), normalize_answer(pred or ""))] += 1
-    return {
-        "vqa_accuracy": _pct(acc_sum, count),
-        "exact_match": _pct(em_sum, count),
-        "per_answer_type": {t: _pct(v[0], v[1]) for t, v in sorted(by_atype.items())},
-        "per_question_type": {t: _pct(v[0], v[1]) for t, v in sorted(by_qtype.items())},
-        "count": count,
-        "skipped_unlabelled": skipped,
-        "confusions": [{"expected": e, "predicted": p, "count": c}
-                       for (e, p), c in sorted(confusions.items(), key=lambda kv: (-kv[1], kv[0]))
-                       [:top_confusions]],
-    }
+        tally.add(pred, item)
+    return tally.summary()

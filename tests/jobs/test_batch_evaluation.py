@@ -260,12 +260,12 @@ def test_a_failure_mid_way_leaves_no_half_answers(run, owner, client_for, run_jo
     calls, stored = [], []
     real_save = jobs._Batch.save
 
-    def failing_save(self, indices, preds, overlays):
-        calls.append(len(indices))
+    def failing_save(self, chunk, preds, overlays):
+        calls.append(len(chunk))
         stored.append(Prediction.objects.filter(evaluation=self.row).count())
         if len(calls) == 3:
             raise failure
-        real_save(self, indices, preds, overlays)
+        real_save(self, chunk, preds, overlays)
 
     monkeypatch.setattr(jobs._Batch, "save", failing_save)
     settings.EVAL_CHUNK_QUESTIONS = 1

@@ -80,13 +80,22 @@ def test_training_items_round_trip(owner, project, run_jobs, django_capture_on_c
     by_value: dict = {}
     for it in slim:
         assert by_value.setdefault(it["answers"], it["answers"]) is it["answers"]
-    # batch evaluation's compact columns read back as the same items (all keys but the id, answers as tuples)
-    compact, _root = services.training_items(ds, compact=True)
-    assert len(compact) == len(items) and compact
-    expected = [{**{k: v for k, v in it.items() if k != "id"}, "answers": tuple(it["answers"])} for it in items]
-    assert list(compact) == expected and [compact[i] for i in range(len(items))] == expected
-    assert compact[-1] == expected[-1] and compact[:2] == expected[:2]
-    assert compact.column("question") == [it["question"] for it in items]
+    # batch evaluation reads the same questions a chunk at a time, every question of an image in one chunk
+    from evaluation_app.jobs import _DatasetChunks
+
+    def key(it):
+        return (it["image"], it["question"], tuple(it["answers"]), it["answer_type"], it["question_type"], it["row"],
+                it["stored"], it["image_original_name"])
+
+    for size in (1, 3, 1000):
+        chunks = _DatasetChunks(ds, size)
+        assert chunks.n == len(items) and chunks.images == len({it["image"] for it in items})
+        read = list(chunks)
+        assert sorted(key(it) for chunk in read for it in chunk) == sorted(key(it) for it in items)
+        images = [{it["image"] for it in chunk} for chunk in read]
+        assert all(not (a & b) for i, a in enumerate(images) for b in images[i + 1:])   # no image in two chunks
+        assert all(len(chunk) <= size or len(imgs) == 1 for chunk, imgs in zip(read, images))
+    assert len(list(_DatasetChunks(ds, 1000))) == 1
 
 
 def test_warning_level_keeps_every_dropped_row_with_reason(
