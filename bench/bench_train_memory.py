@@ -4,7 +4,7 @@
 
 Writes ``--photos`` 640x480 JPEGs to a temporary folder, builds ``--questions`` item dicts the way
 ``datasets_app.services.training_items(..., slim=True)`` does for the training job (every question distinct,
-ten answers in a shared tuple, repeated strings shared; ``--full-items``: the web side's 9-key dicts), runs ``gpu_worker.train.train_model("baseline-rnn", ...)`` for one epoch and cancels it after
+ten answers in a shared tuple, repeated strings shared, each a ``SlimItem``; ``--full-items``: the web side's 9-key dicts), runs ``gpu_worker.train.train_model("baseline-rnn", ...)`` for one epoch and cancels it after
 ``--steps`` batches (preparing the data, encoding the validation split and the first image window have
 happened by then), and prints the process's peak RSS. ``PIGGYBACK_IMAGE_CHUNK`` sets the window
 (try 100000 for "all images at once"); run with ``PIGGYBACK_TORCH_THREADS=1`` on a shared machine.
@@ -39,8 +39,11 @@ def main(argv=None) -> int:
     from PIL import Image
 
     from gpu_worker import Cancelled
+    from gpu_worker.items import SlimItem
+    from gpu_worker.memory import limit_malloc_arenas
     from gpu_worker.train import image_chunk, train_model
 
+    arenas = limit_malloc_arenas()   # as every job of the workers does (PIGGYBACK_MALLOC_ARENAS=0: glibc's default)
     work = Path(tempfile.mkdtemp(prefix="pb-train-mem-"))
     try:
         root = work / "images"
@@ -69,10 +72,10 @@ def main(argv=None) -> int:
                               "image_original_name": one(f"train2014/COCO_train2014_{img:012d}.jpg")})
                 continue
             # what the training job gets: training_items(..., slim=True)
-            items.append({"image": one(f"{img:08x}a1b2c3d4.jpg"),
-                          "question": f"What color is the thing number {n % 5000} (view {n // 5000})?",
-                          "answers": one(tuple(one(answers[(n + k // 3) % 10]) for k in range(10))),
-                          "answer_type": one("other"), "question_type": one("what color is the")})
+            items.append(SlimItem(one(f"{img:08x}a1b2c3d4.jpg"),
+                                  f"What color is the thing number {n % 5000} (view {n // 5000})?",
+                                  one(tuple(one(answers[(n + k // 3) % 10]) for k in range(10))),
+                                  one("other"), one("what color is the")))
         items_mb = peak_mb()
         polls = {"n": 0}
 
@@ -87,7 +90,7 @@ def main(argv=None) -> int:
         except Cancelled:
             pass
         print(f"photos {args.photos:,} (written in {build_s:.0f} s), questions {args.questions:,}, "
-              f"PIGGYBACK_IMAGE_CHUNK {image_chunk()}: peak RSS {items_mb:,.0f} MB with the items built, "
+              f"PIGGYBACK_IMAGE_CHUNK {image_chunk()}, malloc arenas capped: {arenas}: peak RSS {items_mb:,.0f} MB with the items built, "
               f"{peak_mb():,.0f} MB after {args.steps} training steps ({time.perf_counter() - t:.0f} s)")
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -19,6 +19,7 @@ from django.db.models import ProtectedError, RestrictedError
 
 from datasets_app.models import Dataset, DatasetItem, ResumableUpload, upload_path
 from gpu_worker.errors import Conflict, InvalidInput
+from gpu_worker.items import SlimItem
 from piggyback import files, jobs
 from piggyback.jobs import RunStatus
 from piggyback.models import Project
@@ -404,7 +405,8 @@ def training_items(dataset: Dataset, *, labelled_only: bool = False,
     strings that repeat (image names, answers, answer/question types, templated questions) are shared,
     about 0.6 KB an item instead of 1.3 KB. ``slim=True`` (training) keeps only what training reads -
     ``image``, ``question``, ``answers`` (a tuple shared by every item with the same answers),
-    ``answer_type`` and ``question_type`` - about 0.3 KB an item. (Batch evaluation reads the items a chunk at a
+    ``answer_type`` and ``question_type`` - in a :class:`gpu_worker.items.SlimItem` (a read-only mapping
+    with slots), about 0.17 KB an item, most of it the question text. (Batch evaluation reads the items a chunk at a
     time instead: evaluation_app.jobs._DatasetChunks.)"""
     require_ready(dataset)
     qs = DatasetItem.objects.filter(dataset=dataset)
@@ -428,8 +430,8 @@ def training_items(dataset: Dataset, *, labelled_only: bool = False,
             rel = image[len(prefix):] if image.startswith(prefix) else PurePosixPath(image).name
             names = per_image[image] = (rel, image)
         if slim:
-            items.append({"image": names[0], "question": one(question), "answers": one(tuple(map(one, answers or ()))),
-                          "answer_type": one(atype), "question_type": one(qtype)})
+            items.append(SlimItem(names[0], one(question), one(tuple(map(one, answers or ()))), one(atype),
+                                  one(qtype)))
             continue
         items.append({"id": pk, "image": names[0], "question": one(question),
                       "answers": [one(a) for a in answers or []], "answer_type": one(atype),

@@ -7,9 +7,9 @@ indexing, iteration, in order.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-__all__ = ["ItemColumns"]
+__all__ = ["ItemColumns", "SlimItem"]
 
 
 class ItemColumns(Sequence):
@@ -41,3 +41,29 @@ class ItemColumns(Sequence):
     def column(self, key: str) -> list:
         """The values of one field, in item order (the list itself: do not change it)."""
         return self._columns[self.keys.index(key)]
+
+
+class SlimItem(Mapping):
+    """One training question with the five keys training reads, as a read-only mapping: ~70 bytes instead of
+    the ~200 of a five-key dict (440,000 questions: ~55 MB less). ``item["image"]``, ``item.get("answers")``,
+    ``"question" in item``, iteration over the keys and ``==`` with a dict work as on the dict it replaces."""
+
+    __slots__ = ("image", "question", "answers", "answer_type", "question_type")
+
+    def __init__(self, image, question, answers, answer_type, question_type):
+        self.image, self.question, self.answers = image, question, answers
+        self.answer_type, self.question_type = answer_type, question_type
+
+    def __getitem__(self, key):
+        if key in SlimItem.__slots__:
+            return getattr(self, key)
+        raise KeyError(key)
+
+    def __iter__(self):
+        return iter(SlimItem.__slots__)
+
+    def __len__(self) -> int:
+        return len(SlimItem.__slots__)
+
+    def __repr__(self) -> str:
+        return f"SlimItem({dict(self)!r})"
