@@ -34,6 +34,29 @@ def test_success_updates_row(project, run_jobs, django_capture_on_commit_callbac
     assert row.error == "" and row.traceback == ""
 
 
+def test_every_job_caps_malloc_arenas_before_its_body_runs(project, run_jobs, django_capture_on_commit_callbacks,
+                                                            monkeypatch):
+    """The shared wrapper caps glibc's malloc arenas (gpu_worker.memory) before the body and its threads run."""
+    from gpu_worker import memory
+
+    order = []
+    monkeypatch.setattr(memory, "limit_malloc_arenas", lambda *a: order.append("capped") or True)
+    real_update = Dataset._update
+
+    def spy_update(self, **fields):
+        if "counts" in fields:
+            order.append("body")
+        return real_update(self, **fields)
+
+    monkeypatch.setattr(Dataset, "_update", spy_update)
+    row = make_row(project)
+    with django_capture_on_commit_callbacks(execute=True):
+        jobs.enqueue(row, job_bodies.succeed, steps=2)
+    run_jobs()
+    row.refresh_from_db()
+    assert row.status == "succeeded" and order == ["capped", "body"], order
+
+
 def test_nothing_enqueued_when_transaction_rolls_back(project, redis_conn):
     row = make_row(project)
     from django.db import transaction

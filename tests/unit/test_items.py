@@ -1,9 +1,10 @@
-"""gpu_worker.items.ItemColumns: reads back exactly the dicts it was given, in order, and holds less."""
+"""gpu_worker.items: ItemColumns reads back exactly the dicts it was given, in order, and SlimItem reads like its
+dict; both hold less."""
 import sys
 
 import pytest
 
-from gpu_worker.items import ItemColumns
+from gpu_worker.items import ItemColumns, SlimItem
 
 
 def test_columns_read_back_as_the_dicts_in_order():
@@ -31,3 +32,17 @@ def test_columns_hold_less_than_dicts():
     dict_bytes = sum(sys.getsizeof(d) for d in dicts) + sys.getsizeof(dicts)
     col_bytes = sum(sys.getsizeof(c) for c in cols._columns)
     assert col_bytes * 3 < dict_bytes
+
+
+def test_slim_item_reads_like_the_dict_it_replaces_in_less_memory():
+    d = {"image": "a.jpg", "question": "What?", "answers": ("red",) * 10, "answer_type": "other",
+         "question_type": "what"}
+    it = SlimItem(*d.values())
+    assert it == d and dict(it) == d and list(it) == list(d) and len(it) == 5
+    assert it["image"] == "a.jpg" and it.get("answers") == ("red",) * 10 and it.get("row") is None
+    assert "question" in it and "row" not in it
+    with pytest.raises(KeyError):
+        it["row"]
+    with pytest.raises(AttributeError):
+        it.row = 3   # slots: no other fields, no per-item __dict__
+    assert sys.getsizeof(it) < sys.getsizeof(d) / 2
