@@ -40,10 +40,10 @@ def main(argv=None) -> int:
 
     from gpu_worker import Cancelled
     from gpu_worker.items import SlimItem
-    from gpu_worker.memory import limit_malloc_arenas
+    from gpu_worker.memory import tune_malloc
     from gpu_worker.train import image_chunk, train_model
 
-    arenas = limit_malloc_arenas()   # as every job of the workers does (PIGGYBACK_MALLOC_ARENAS=0: glibc's default)
+    tuned = tune_malloc()   # as every job of the workers does (PIGGYBACK_MALLOC_*=0: glibc's defaults)
     work = Path(tempfile.mkdtemp(prefix="pb-train-mem-"))
     try:
         root = work / "images"
@@ -90,7 +90,7 @@ def main(argv=None) -> int:
         except Cancelled:
             pass
         print(f"photos {args.photos:,} (written in {build_s:.0f} s), questions {args.questions:,}, "
-              f"PIGGYBACK_IMAGE_CHUNK {image_chunk()}, malloc arenas capped: {arenas}: peak RSS {items_mb:,.0f} MB with the items built, "
+              f"PIGGYBACK_IMAGE_CHUNK {image_chunk()}, malloc {tuned}: peak RSS {items_mb:,.0f} MB with the items built, "
               f"{peak_mb():,.0f} MB after {args.steps} training steps ({time.perf_counter() - t:.0f} s)")
     finally:
         shutil.rmtree(work, ignore_errors=True)

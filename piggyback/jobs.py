@@ -363,10 +363,10 @@ def background_job(model_label: str):
         @functools.wraps(body)
         def wrapper(pk, **kwargs):
             from gpu_worker import Cancelled, UserFacingError
-            from gpu_worker.memory import limit_malloc_arenas
+            from gpu_worker.memory import tune_malloc
 
             fresh_connection()
-            limit_malloc_arenas()   # before the job's threads (heartbeat, image decoders) get arenas of their own
+            tune_malloc()   # before the job's threads (heartbeat, image decoders) get malloc arenas of their own
             model = _resolve_model(model_label)
             # Claim the row: only a queued row may start (a cancelled-while-queued row is skipped).
             claimed = model.objects.filter(pk=pk, status=RunStatus.QUEUED, cancel_requested=False).update(

@@ -34,13 +34,14 @@ def test_success_updates_row(project, run_jobs, django_capture_on_commit_callbac
     assert row.error == "" and row.traceback == ""
 
 
-def test_every_job_caps_malloc_arenas_before_its_body_runs(project, run_jobs, django_capture_on_commit_callbacks,
+def test_every_job_tunes_malloc_before_its_body_runs(project, run_jobs, django_capture_on_commit_callbacks,
                                                             monkeypatch):
-    """The shared wrapper caps glibc's malloc arenas (gpu_worker.memory) before the body and its threads run."""
+    """The shared wrapper sets glibc's malloc arenas and mmap threshold (gpu_worker.memory) before the body and
+    its threads run."""
     from gpu_worker import memory
 
     order = []
-    monkeypatch.setattr(memory, "limit_malloc_arenas", lambda *a: order.append("capped") or True)
+    monkeypatch.setattr(memory, "tune_malloc", lambda *a: order.append("capped") or {})
     real_update = Dataset._update
 
     def spy_update(self, **fields):
