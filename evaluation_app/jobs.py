@@ -6,6 +6,8 @@ import contextlib
 import tempfile
 import time
 from array import array
+from itertools import groupby
+from operator import itemgetter
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -62,25 +64,19 @@ class _DatasetChunks:
             return shared.setdefault(value, value)
 
         chunk: list = []
-        image, same = None, []   # the questions of the image being read
         rows = self.qs.order_by("image", "row", "pk").values_list(
             "image", "question", "answers", "answer_type", "question_type", "row", "image_original_name")
-        for stored, question, answers, atype, qtype, row, original in rows.iterator(chunk_size=2000):
-            if stored != image:
-                if chunk and len(chunk) + len(same) > self.size:
-                    yield chunk
-                    chunk = []
-                chunk.extend(same)
-                image, same = stored, []
-                shared.clear()
-                rel = stored[len(prefix):] if stored.startswith(prefix) else PurePosixPath(stored).name
-            same.append({"image": rel, "stored": stored, "question": question,
-                         "answers": one(tuple(map(one, answers or ()))), "answer_type": one(atype),
-                         "question_type": one(qtype), "row": row, "image_original_name": original})
-        if chunk and len(chunk) + len(same) > self.size:
-            yield chunk
-            chunk = []
-        chunk.extend(same)
+        for stored, of_image in groupby(rows.iterator(chunk_size=2000), key=itemgetter(0)):
+            shared.clear()
+            rel = stored[len(prefix):] if stored.startswith(prefix) else PurePosixPath(stored).name
+            same = [{"image": rel, "stored": stored, "question": question,
+                     "answers": one(tuple(map(one, answers or ()))), "answer_type": one(atype),
+                     "question_type": one(qtype), "row": row, "image_original_name": original}
+                    for _, question, answers, atype, qtype, row, original in of_image]
+            if chunk and len(chunk) + len(same) > self.size:
+                yield chunk
+                chunk = []
+            chunk.extend(same)
         if chunk:
             yield chunk
 

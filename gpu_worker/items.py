@@ -1,4 +1,6 @@
-"""A compact, read-only list of item dicts for jobs that go over hundreds of thousands of questions.
+"""Compact, read-only items for jobs that go over hundreds of thousands of questions.
+
+:class:`SlimItem` is one training question as a mapping with slots (see its docstring).
 
 :class:`ItemColumns` keeps each field as a column (one reference per item; repeated strings and answer lists
 are shared by the caller) and builds an item dict only when one is read, so 440,000 questions take a few
