@@ -220,12 +220,8 @@ class _Batch:
         row, objs = self.row, []
         for item, pred, overlay in zip(chunk, preds, overlays):
             stored = item["stored"]
-            score = None
-            if item.get("answers"):
-                self.labelled += 1
-                score = self.tally.add(pred["answer"], item)
-            else:
-                self.tally.add(pred["answer"], item)
+            score = self.tally.add(pred["answer"], item)   # None for a question without answers
+            self.labelled += bool(item.get("answers"))
             obj = Prediction(
                 project_id=row.project_id, kind=Prediction.Kind.BATCH, evaluation=row, user_id=row.created_by_id,
                 training_run_id=row.training_run_id if self.is_run else None,
