@@ -7,10 +7,12 @@ installed.
 Speed trick: a batch is a group of IMAGES with all their questions; the CNN runs once per image and
 its grid is reused for that image's questions (``image_index`` maps each question to its image).
 
-The model is a ``transformers.PreTrainedModel`` (``model_type = "piggyback-baseline"``) registered with
-``AutoConfig``/``AutoModel``, so a saved folder (config.json with id2label, model.safetensors,
-tokenizer.json, preprocessor_config.json, piggyback.json) loads in a plain transformers process with
-``PiggyBaselineForVQA.from_pretrained(folder)``.
+The workers train and run the network as a plain ``nn.Module`` (``baseline_net.BaselineNet``: importing
+transformers would add ~140 MB to each worker). A saved folder (config.json with id2label,
+model.safetensors, tokenizer.json, preprocessor_config.json, piggyback.json) is a Hugging Face folder all the
+same: it loads in a plain transformers process with ``PiggyBaselineForVQA.from_pretrained(folder)``, the
+transformers class of ``baseline_hf`` (``from gpu_worker.models.baseline import PiggyBaselineForVQA`` imports
+it on first use; ``model_type = "piggyback-baseline"`` is then registered with ``AutoConfig``/``AutoModel``).
 """
 from __future__ import annotations
 
@@ -18,159 +20,27 @@ import gc
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
-from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
-from transformers.utils import ModelOutput
 
 from gpu_worker import UserFacingError
 from gpu_worker.metrics import vqa_score
 from gpu_worker.models.base import ModelSpec, VQAAdapter, read_piggyback_json, write_piggyback_json
+from gpu_worker.models.baseline_net import BaselineConfig, BaselineNet, load_folder, save_folder
 from gpu_worker.models.registry import register
 
 PAD, UNK = "[PAD]", "[UNK]"
 
 
-class PiggyBaselineConfig(PretrainedConfig):
-    model_type = "piggyback-baseline"
-
-    def __init__(self, question_encoder="gru", vocab_size=2, word_dim=64, hidden_size=128,
-                 image_size=64, cnn_channels=(32, 64, 64), grid_size=8, glimpses=2,
-                 fusion_size=256, dropout=0.1, text_embed_dim=384, max_question_length=32, attention_size=64,
-                 stem_stride=2, **kwargs):
-        if stem_stride not in (1, 2, 4):
-            raise ValueError("stem_stride must be 1, 2 or 4")
-        self.stem_stride = stem_stride
-        self.attention_size = attention_size
-        self.question_encoder = question_encoder
-        self.vocab_size = vocab_size
-        self.word_dim = word_dim
-        self.hidden_size = hidden_size
-        self.image_size = image_size
-        self.cnn_channels = list(cnn_channels)
-        self.grid_size = grid_size
-        self.glimpses = glimpses
-        self.fusion_size = fusion_size
-        self.dropout = dropout
-        self.text_embed_dim = text_embed_dim
-        self.max_question_length = max_question_length
-        super().__init__(**kwargs)
-
-
-@dataclass
-class PiggyVQAOutput(ModelOutput):
-    loss: Optional[torch.Tensor] = None
-    logits: Optional[torch.Tensor] = None
-    attentions: Optional[torch.Tensor] = None   # (questions, glimpses, grid*grid)
-
-
-class PiggyBaselineForVQA(PreTrainedModel):
-    config_class = PiggyBaselineConfig
-    base_model_prefix = "piggy"
-    main_input_name = "pixel_values"
-
-    def __init__(self, config: PiggyBaselineConfig):
-        super().__init__(config)
-        c = config
-        # stem: 3x3 conv (stride 1) or a k x k "patchify" conv with stride k; then 3x3 conv blocks with
-        # 2x2 max-pooling until the map is grid_size x grid_size (an adaptive pool handles the rest)
-        s = int(c.stem_stride)
-        k, pad = (3, 1) if s == 1 else (s, 0)
-        ch = list(c.cnn_channels)
-        layers = [nn.Conv2d(3, ch[0], k, stride=s, padding=pad, bias=False), nn.BatchNorm2d(ch[0]), nn.ReLU(inplace=True)]
-        size = c.image_size // s
-        for cin, cout in zip(ch[:-1], ch[1:]):
-            if size >= 2 * c.grid_size:
-                layers.append(nn.MaxPool2d(2))
-                size //= 2
-            layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
-        self.image_encoder = nn.Sequential(*layers)
-        self.grid_pool = nn.AdaptiveAvgPool2d(c.grid_size)
-        if c.question_encoder == "minilm":
-            self.embed = None
-            self.text_proj = nn.Sequential(nn.Linear(c.text_embed_dim, c.hidden_size), nn.ReLU())
-        else:
-            self.embed = nn.Embedding(c.vocab_size, c.word_dim, padding_idx=0)
-            if c.question_encoder == "gru":
-                self.rnn = nn.GRU(c.word_dim, c.hidden_size, batch_first=True)
-            elif c.question_encoder == "bow":
-                self.bow = nn.Sequential(nn.Linear(c.word_dim, c.hidden_size), nn.ReLU(),
-                                         nn.Linear(c.hidden_size, c.hidden_size), nn.ReLU())
-            else:
-                raise ValueError(f"unknown question_encoder {c.question_encoder!r}")
-        cdim = c.cnn_channels[-1]
-        self.att_v = nn.Linear(cdim, c.attention_size)
-        self.att_q = nn.Linear(c.hidden_size, c.attention_size)
-        self.att_out = nn.Linear(c.attention_size, c.glimpses)
-        self.fuse_v = nn.Linear(cdim * c.glimpses, c.fusion_size)
-        self.fuse_q = nn.Linear(c.hidden_size, c.fusion_size)
-        self.classifier = nn.Sequential(nn.Linear(c.fusion_size, c.fusion_size), nn.ReLU(),
-                                        nn.Dropout(c.dropout), nn.Linear(c.fusion_size, c.num_labels))
-        self.post_init()
-
-    @torch.no_grad()
-    def _init_weights(self, module):
-        # PyTorch's own initialisation (Kaiming-uniform) trains this small CNN from scratch best.
-        if isinstance(module, (nn.Linear, nn.Conv2d, nn.Embedding, nn.GRU, nn.BatchNorm2d)):
-            module.reset_parameters()
-
-    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """uint8 or float (N, 3, S, S) -> cell features (N, grid*grid, C)."""
-        x = pixel_values
-        if x.dtype == torch.uint8:
-            x = x.float().div_(127.5).sub_(1.0)
-        feats = self.image_encoder(x)
-        if feats.shape[-2:] != (self.config.grid_size, self.config.grid_size):
-            feats = self.grid_pool(feats)
-        return feats.flatten(2).transpose(1, 2)
-
-    def encode_questions(self, input_ids=None, attention_mask=None, question_embeds=None) -> torch.Tensor:
-        kind = self.config.question_encoder
-        if kind == "minilm":
-            return self.text_proj(question_embeds)
-        emb = self.embed(input_ids)
-        if attention_mask is None:
-            attention_mask = (input_ids != 0).long()
-        if kind == "gru":
-            out, _ = self.rnn(emb)   # right padding: the state at the last real token is exact
-            last = attention_mask.sum(1).clamp(min=1) - 1
-            return out[torch.arange(out.size(0), device=out.device), last]
-        m = attention_mask.unsqueeze(-1).to(emb.dtype)
-        return self.bow((emb * m).sum(1) / m.sum(1).clamp(min=1.0))
-
-    def forward(self, pixel_values=None, input_ids=None, attention_mask=None, image_index=None,
-                question_embeds=None, question_index=None, labels=None, image_features=None,
-                output_attentions=None, return_dict=None, **kwargs):
-        """One row per question. ``image_index[b]`` names the row of ``pixel_values`` (each image once)
-        and ``question_index[b]`` the row of ``input_ids``/``question_embeds`` (each distinct text once);
-        both default to the identity."""
-        cells = image_features if image_features is not None else self.encode_images(pixel_values)
-        q = self.encode_questions(input_ids, attention_mask, question_embeds)
-        if question_index is not None:
-            q = q[question_index]
-        if image_index is None:
-            if cells.size(0) != q.size(0):
-                raise ValueError("image_index is required when images and questions differ in number")
-            image_index = torch.arange(q.size(0), device=q.device)
-        v_proj = self.att_v(cells)                                            # (N, G, H) once per image
-        h = torch.tanh(v_proj[image_index] + self.att_q(q).unsqueeze(1))     # (B, G, H)
-        att = torch.softmax(self.att_out(h), dim=1).transpose(1, 2)          # (B, glimpses, G)
-        attended = torch.bmm(att, cells[image_index]).flatten(1)             # (B, glimpses*C)
-        fused = F.relu(self.fuse_v(attended)) * F.relu(self.fuse_q(q))
-        logits = self.classifier(fused)
-        loss = None
-        if labels is not None:
-            loss = F.binary_cross_entropy_with_logits(logits.float(), labels.float(), reduction="sum") / logits.size(0)
-        return PiggyVQAOutput(loss=loss, logits=logits, attentions=att if output_attentions is not False else None)
-
-
-AutoConfig.register(PiggyBaselineConfig.model_type, PiggyBaselineConfig, exist_ok=True)
-AutoModel.register(PiggyBaselineConfig, PiggyBaselineForVQA, exist_ok=True)
+def __getattr__(name):
+    # The transformers classes (PiggyBaselineForVQA, PiggyBaselineConfig, PiggyVQAOutput) are imported on first
+    # use only, so that a worker never pays for transformers (see gpu_worker.models.baseline_net).
+    if name in ("PiggyBaselineForVQA", "PiggyBaselineConfig", "PiggyVQAOutput"):
+        from gpu_worker.models import baseline_hf
+        return getattr(baseline_hf, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -240,7 +110,7 @@ class BaselineAdapter(VQAAdapter):
 
     confidence_kind = "softmax"   # answers scored with a softmax (gpu_worker.calibration)
 
-    def __init__(self, spec, model: PiggyBaselineForVQA, tokenizer, device=None, params=None, text_encoder=None):
+    def __init__(self, spec, model: BaselineNet, tokenizer, device=None, params=None, text_encoder=None):
         super().__init__(spec, device, params)
         self.model = model.to(self.device)
         self.tokenizer = tokenizer
@@ -281,12 +151,12 @@ class BaselineAdapter(VQAAdapter):
             cfg_kw = {k: base[k] for k in ("question_encoder", "image_size", "grid_size", "hidden_size", "word_dim",
                                              "cnn_channels", "glimpses", "fusion_size", "dropout", "stem_stride",
                                              "attention_size")}
-        config = PiggyBaselineConfig(
+        config = BaselineConfig(
             vocab_size=tokenizer.get_vocab_size() if tokenizer is not None else 2,
             id2label={i: a for i, a in enumerate(labels)}, label2id={a: i for i, a in enumerate(labels)},
             **cfg_kw)
         torch.manual_seed(int(params.get("seed", 0)))
-        model = PiggyBaselineForVQA(config)
+        model = BaselineNet(config)
         if src is not None:
             _transfer_weights(src.model, model)
         return cls(spec, model, tokenizer, device=device, params=params, text_encoder=text_encoder)
@@ -297,7 +167,7 @@ class BaselineAdapter(VQAAdapter):
         if not os.path.isdir(folder):
             raise UserFacingError(f"The baseline model folder {folder} does not exist.")
         meta = read_piggyback_json(folder)
-        model = PiggyBaselineForVQA.from_pretrained(folder)
+        model = load_folder(folder)
         key = meta.get("model_key") or {"gru": "baseline-rnn", "bow": "baseline-bow"}.get(
             model.config.question_encoder, "baseline-minilm")
         from gpu_worker.models.registry import get_spec
@@ -489,7 +359,7 @@ class BaselineAdapter(VQAAdapter):
     # ---- persistence ----------------------------------------------------------------------------
     def save(self, folder):
         os.makedirs(folder, exist_ok=True)
-        self.model.save_pretrained(folder)
+        save_folder(self.model, folder)
         cfg = self.model.config
         if self.tokenizer is not None:
             self.tokenizer.save(os.path.join(folder, "tokenizer.json"))
@@ -507,7 +377,7 @@ def _jsonable(d: dict) -> dict:
     return {k: v for k, v in d.items() if isinstance(v, (str, int, float, bool, type(None)))}
 
 
-def _transfer_weights(src: PiggyBaselineForVQA, dst: PiggyBaselineForVQA) -> None:
+def _transfer_weights(src: BaselineNet, dst: BaselineNet) -> None:
     """Copy every weight of a source baseline; the last classifier layer row-by-row for shared answers."""
     sd_src, sd_dst = src.state_dict(), dst.state_dict()
     last = f"classifier.{len(dst.classifier) - 1}."

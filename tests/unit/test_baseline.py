@@ -177,3 +177,89 @@ def test_availability_offline_rules(tmp_path):
     assert missing["available"] is False and "does not exist" in missing["reason"]
     hub = availability(ModelSpec(key="c", default_source="nobody/not-cached-model-xyz", **base))
     assert hub["available"] is False and "Hugging Face" in hub["reason"]
+
+
+def test_workers_train_and_predict_without_importing_transformers(tmp_path):
+    """The worker side of the baseline (train, save, load, predict, explain) never imports transformers: it would
+    add ~140 MB to every worker process (gpu_worker.models.baseline_net)."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.unit.conftest import TINY_PARAMS
+
+    script = (
+        "import json, sys\n"
+        "from gpu_worker.easyvqa import load_items\n"
+        "from gpu_worker.models.baseline import BaselineAdapter\n"
+        "from gpu_worker.models.registry import all_specs\n"
+        "from gpu_worker.train import train_model\n"
+        "all_specs()\n"
+        "items, root = load_items('train', max_images=8, seed=2)\n"
+        "out = sys.argv[1]\n"
+        "params = dict(json.loads(sys.argv[2]), epochs=1)\n"
+        "result = train_model('baseline-rnn', items, root, out, params, device='cpu')\n"
+        "pred = BaselineAdapter.load(out + '/model').predict(items[:3], root, top_k=2, explain=True)\n"
+        "print(json.dumps({'answers': result['num_answers'], 'regions': len(pred[0]['regions']),"
+        " 'transformers': sorted(m for m in sys.modules if m.split('.')[0] == 'transformers')}))\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "run"), json.dumps(TINY_PARAMS)],
+                          capture_output=True, text=True, timeout=300, cwd=root)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert info["answers"] > 0 and info["regions"] > 0
+    assert info["transformers"] == []
+
+
+@pytest.mark.parametrize("encoder,stem", [("gru", 2), ("bow", 1), ("minilm", 4)])
+def test_plain_network_and_transformers_class_are_the_same_model(encoder, stem, tmp_path):
+    """Same seed -> same weights; a folder either one saves is the same folder and loads in the other with the
+    same outputs (folders written by save_pretrained before the workers stopped importing transformers included)."""
+    import json
+
+    from gpu_worker.models.baseline import PiggyBaselineConfig
+    from gpu_worker.models.baseline_net import BaselineConfig, BaselineNet, load_folder, save_folder
+
+    labels = {0: "red", 1: "circle", 2: "yes"}
+    kw = dict(question_encoder=encoder, vocab_size=12, stem_stride=stem, image_size=32, grid_size=4,
+              dropout=0.3, id2label=labels, label2id={a: i for i, a in labels.items()})
+    torch.manual_seed(7)
+    plain = BaselineNet(BaselineConfig(**kw)).eval()
+    torch.manual_seed(7)
+    hf = PiggyBaselineForVQA(PiggyBaselineConfig(**kw)).eval()
+    sp, sh = plain.state_dict(), hf.state_dict()
+    assert sp.keys() == sh.keys() and all(torch.equal(sp[k], sh[k]) for k in sp)
+
+    save_folder(plain, str(tmp_path / "plain"))
+    hf.save_pretrained(str(tmp_path / "hf"))
+    cfg = {n: json.loads((tmp_path / n / "config.json").read_text()) for n in ("plain", "hf")}
+    assert cfg["plain"] == cfg["hf"]
+
+    g = torch.Generator().manual_seed(1)
+    inputs = {"pixel_values": torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8, generator=g),
+              "image_index": torch.tensor([0, 1, 1])}
+    if encoder == "minilm":
+        inputs["question_embeds"] = torch.randn(3, 384, generator=g)
+    else:
+        inputs["input_ids"] = torch.tensor([[2, 3, 0], [4, 5, 6], [7, 0, 0]])
+        inputs["attention_mask"] = (inputs["input_ids"] != 0).long()
+    want = plain(**inputs)
+    from_hf_folder = load_folder(str(tmp_path / "hf"))
+    from_plain_folder = PiggyBaselineForVQA.from_pretrained(str(tmp_path / "plain"))
+    for other in (hf, from_hf_folder, from_plain_folder):
+        got = other(**inputs)
+        assert torch.allclose(got.logits, want.logits) and torch.allclose(got.attentions, want.attentions)
+    assert from_hf_folder.config.id2label == labels and from_plain_folder.config.id2label == labels
+
+
+def test_plain_loader_refuses_another_model_type(tmp_path):
+    from gpu_worker.models.baseline_net import BaselineConfig, BaselineNet, load_folder, save_folder
+
+    save_folder(BaselineNet(BaselineConfig(id2label={0: "a"})), str(tmp_path))
+    cfg = tmp_path / "config.json"
+    cfg.write_text(cfg.read_text().replace('"piggyback-baseline"', '"vilt"'))
+    with pytest.raises(ValueError, match="'vilt' model, not a PiggyBack baseline"):
+        load_folder(str(tmp_path))
+    with pytest.raises(ValueError, match="unknown baseline settings: colour"):
+        BaselineConfig(colour="red")
