@@ -15,34 +15,17 @@ import torch
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
-from gpu_worker.models.baseline_net import FIELDS, MODEL_TYPE, BaselineLayers
+from gpu_worker.models.baseline_net import FIELDS, MODEL_TYPE, BaselineConfig, BaselineLayers
 
 
 class PiggyBaselineConfig(PretrainedConfig):
     model_type = MODEL_TYPE
 
-    def __init__(self, question_encoder=FIELDS["question_encoder"], vocab_size=FIELDS["vocab_size"],
-                 word_dim=FIELDS["word_dim"], hidden_size=FIELDS["hidden_size"], image_size=FIELDS["image_size"],
-                 cnn_channels=FIELDS["cnn_channels"], grid_size=FIELDS["grid_size"], glimpses=FIELDS["glimpses"],
-                 fusion_size=FIELDS["fusion_size"], dropout=FIELDS["dropout"],
-                 text_embed_dim=FIELDS["text_embed_dim"], max_question_length=FIELDS["max_question_length"],
-                 attention_size=FIELDS["attention_size"], stem_stride=FIELDS["stem_stride"], **kwargs):
-        if stem_stride not in (1, 2, 4):
-            raise ValueError("stem_stride must be 1, 2 or 4")
-        self.stem_stride = stem_stride
-        self.attention_size = attention_size
-        self.question_encoder = question_encoder
-        self.vocab_size = vocab_size
-        self.word_dim = word_dim
-        self.hidden_size = hidden_size
-        self.image_size = image_size
-        self.cnn_channels = list(cnn_channels)
-        self.grid_size = grid_size
-        self.glimpses = glimpses
-        self.fusion_size = fusion_size
-        self.dropout = dropout
-        self.text_embed_dim = text_embed_dim
-        self.max_question_length = max_question_length
+    def __init__(self, **kwargs):
+        # the model's own fields, their defaults and checks are BaselineConfig's (one definition)
+        own = BaselineConfig(**{k: kwargs.pop(k) for k in FIELDS if k in kwargs})
+        for name in FIELDS:
+            setattr(self, name, getattr(own, name))
         super().__init__(**kwargs)
 
 
