@@ -35,7 +35,7 @@ def test_lxmert_head_keeps_rows_by_answer_string(tmp_path):
             assert torch.equal(new.weight[i], old_w[j]) and new.bias[i] == old_b[j]
         else:                 # fresh: not any pretrained row, zero bias (LXMERT's own initialisation)
             assert not any(torch.allclose(new.weight[i], old_w[j]) for j in range(len(PRETRAINED)))
-            assert float(new.bias[i]) == 0.0
+            assert float(new.bias[i].detach()) == 0.0
     # "blue" sits at index 1, where "no" was: it must not inherit "no"'s weights
     assert not torch.allclose(new.weight[1], old_w[1])
     out = model(input_ids=torch.tensor([[2, 10, 3]]), visual_feats=torch.randn(1, 4, 24),
