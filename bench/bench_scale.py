@@ -99,12 +99,18 @@ def _request(port, method, path, token, headers=None, body=None):
     return r.status, dict(r.getheaders()), data
 
 
-def tus_upload(port: int, token: str, path: Path, interrupt: bool) -> tuple[str, bool]:
+def tus_upload(port: int, token: str, path: Path, interrupt: bool, project: int | None = None) -> tuple[str, bool]:
+    """Send ``path`` through tus; with ``project`` in the metadata, as the upload page does (its dataset then
+    takes the file where it lies)."""
     import base64
 
+    def b64(text: str) -> str:
+        return base64.b64encode(text.encode()).decode()
+
     size = path.stat().st_size
+    meta = f"filename {b64(path.name)}" + (f",project {b64(str(project))}" if project is not None else "")
     status, headers, body = _request(port, "POST", "/api/v1/uploads/", token, {
-        "Upload-Length": str(size), "Upload-Metadata": f"filename {base64.b64encode(path.name.encode()).decode()}"})
+        "Upload-Length": str(size), "Upload-Metadata": meta})
     assert status == 201, (status, body[:300])
     location = headers["Location"].split(str(port), 1)[-1]
     offset, interrupted = 0, False
@@ -295,7 +301,7 @@ def main(argv=None) -> int:
         t = time.perf_counter()
         ids, interrupted = {}, False
         for key in ("zip", "questions", "annotations"):
-            ids[key], cut = tus_upload(port, token, files[key], interrupt=(key == "zip"))
+            ids[key], cut = tus_upload(port, token, files[key], interrupt=(key == "zip"), project=project.pk)
             interrupted |= cut
         upload_s = time.perf_counter() - t
         status, _, body = _request(port, "POST", "/api/v1/datasets/", token, {"Content-Type": "application/json"},

@@ -11,11 +11,19 @@ from piggyback.jobs import BackgroundRun
 from piggyback.tenancy import TenantManager
 
 
-def upload_path(instance, filename):
-    """Server-made names: never trust the user's file name on disk."""
+def project_upload_name(project_id: int, filename: str, stem: str | None = None) -> str:
+    """Server-made names: never trust the user's file name on disk (only its extension, cleaned, is kept)."""
     ext = filename.rsplit(".", 1)[-1].lower() if "." in filename else "bin"
     ext = "".join(c for c in ext if c.isalnum())[:8] or "bin"
-    return f"projects/{instance.project_id}/uploads/{uuid.uuid4().hex}.{ext}"
+    return f"{project_uploads_prefix(project_id)}{stem or uuid.uuid4().hex}.{ext}"
+
+
+def project_uploads_prefix(project_id: int) -> str:
+    return f"projects/{project_id}/uploads/"
+
+
+def upload_path(instance, filename):
+    return project_upload_name(instance.project_id, filename)
 
 
 class Dataset(BackgroundRun):

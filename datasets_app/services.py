@@ -17,7 +17,7 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models import ProtectedError, RestrictedError
 
-from datasets_app.models import Dataset, DatasetItem, ResumableUpload, upload_path
+from datasets_app.models import Dataset, DatasetItem, ResumableUpload, project_uploads_prefix, upload_path
 from gpu_worker.errors import Conflict, InvalidInput
 from gpu_worker.items import SlimItem
 from piggyback import files, jobs
@@ -171,24 +171,55 @@ def claim_upload(user, upload_id: str, field: str) -> StoredUpload:
     if not up.is_complete:
         raise UploadError(f"The upload of '{up.filename or up.pk}' is not finished: {up.offset:,} of "
                           f"{up.length:,} bytes arrived. Resume it, then create the dataset.", field)
-    return StoredUpload(up)
+    try:
+        if not default_storage.exists(up.storage_name):
+            raise FileNotFoundError(up.storage_name)
+        return StoredUpload(up)
+    except FileNotFoundError:
+        raise UploadError(f"The bytes of the upload '{up.filename or up.pk}' are no longer in the storage (removed "
+                          f"by its clean-up, or with the project it was sent to); upload the file again.", field) from None
+
+
+def _refuse_one_upload_twice(given: dict) -> None:
+    seen: dict[str, str] = {}
+    for field, upload in given.items():
+        if isinstance(upload, StoredUpload):
+            if upload.upload.pk in seen:
+                raise UploadError(f"The {seen[upload.upload.pk]} and the {field} are the same upload "
+                                  f"('{upload.upload.filename or upload.upload.pk}'); each needs its own file.", field)
+            seen[upload.upload.pk] = field
+
+
+def _in_place(field, upload) -> bool:
+    """An upload made for this dataset's project (tus metadata ``project``) already lies under the project's
+    upload names: the dataset takes it where it is, with no rename or copy."""
+    return isinstance(upload, StoredUpload) and upload.upload.storage_name.startswith(
+        project_uploads_prefix(field.instance.project_id))
 
 
 def _store(field, upload) -> None:
     if isinstance(upload, StoredUpload):
         upload.close()
-        field.name = files.move(upload.upload.storage_name, upload_path(field.instance, _name_of(upload)))
+        try:
+            field.name = (upload.upload.storage_name if _in_place(field, upload) else
+                          files.move(upload.upload.storage_name, upload_path(field.instance, _name_of(upload))))
+        except FileNotFoundError:
+            raise UploadError(f"The bytes of the upload '{upload.upload.filename or upload.upload.pk}' are no longer "
+                              f"in the storage (removed by its clean-up); upload the file again.",
+                              field.field.name.removesuffix("_file")) from None
         upload.upload.delete()
     else:
         field.save(_name_of(upload), upload, save=False)
 
 
 def _unstore(field, upload) -> None:
-    """Undo :func:`_store` after a failure: a moved upload goes back where it was, a saved copy is deleted."""
+    """Undo :func:`_store` after a failure: a moved upload goes back where it was, a saved copy is deleted (an
+    upload taken in place stays; the rolled-back transaction brings its row back)."""
     if not (field and field.name):
         return
     if isinstance(upload, StoredUpload):
-        files.move(field.name, upload.upload.storage_name)
+        if field.name != upload.upload.storage_name:
+            files.move(field.name, upload.upload.storage_name)
     else:
         default_storage.delete(field.name)
 
@@ -206,6 +237,7 @@ def create_dataset(user, project: Project, name: str, *, images, questions, anno
         raise UploadError("Choose the ZIP file with the images.", "images")
     if questions is None:
         raise UploadError("Choose the questions file (CSV, JSON or JSON Lines).", "questions")
+    _refuse_one_upload_twice({"images": images, "questions": questions, "annotations": annotations})
     check_images_upload(images)
     check_questions_upload(questions)
     if annotations is not None:

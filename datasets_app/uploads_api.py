@@ -23,9 +23,15 @@ Storage backends:
   recorded ones are sent again under the same numbers; tails it wrote go at completion). The last ``PATCH``
   sends the tail as the last part and completes the upload. Bytes removed behind the server's back (a
   lifecycle rule) answer 404 and the upload is dropped.
-  ``DELETE`` and expiry abort the multipart upload and delete the tails. The dataset cannot be stored under
-  the upload's name (its project is known only then), so it takes the object by a server-side copy
-  (multipart copy above 256 MiB, so beyond 5 GB too) and a delete: no byte passes through the web process.
+  ``DELETE`` and expiry abort the multipart upload and delete the tails.
+
+Where the bytes go: an upload whose ``Upload-Metadata`` names a ``project`` (one where the user is an editor;
+the upload page always sends it) is stored from the start under that project's upload names
+(``projects/<id>/uploads/<upload id>.<ext>``), and a dataset of that project takes the file where it lies: no
+rename, no copy. Without ``project`` (or for a dataset of another project) the dataset takes it by a rename on a
+local disk, or on S3 by a server-side copy (multipart copy above 256 MiB, so beyond 5 GB too) and a delete,
+inside the dataset-creation request: no byte passes through the web process, but S3 copies a large ZIP at its
+own speed, so clients should send ``project``.
 
 drf-tus (PyPI) was considered: it writes every chunk to a local temporary file and copies it to storage
 at the end, reads whole chunks into memory, and has no per-user ownership or limits, so the protocol is
@@ -47,7 +53,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from datasets_app.models import ResumableUpload
+from datasets_app.models import ResumableUpload, project_upload_name
 from piggyback import files
 
 TUS_VERSION = "1.0.0"
@@ -89,6 +95,25 @@ def parse_metadata(header: str) -> dict:
             raise exceptions.ValidationError(
                 {"Upload-Metadata": f"The value of '{key[:40]}' is not base64-encoded UTF-8."}) from None
     return out
+
+
+def _project_for_upload(user, raw) -> int | None:
+    """The ``project`` of ``Upload-Metadata`` (optional): a project where the user may add datasets."""
+    from piggyback.models import Project
+    from piggyback.tenancy import has_role
+
+    if raw is None or not str(raw).strip():
+        return None
+    raw = str(raw).strip()
+    if not raw.isdigit() or not 0 < int(raw) < 2**63:
+        raise exceptions.ValidationError(
+            {"Upload-Metadata": f"'project' must be the id of one of your projects (a whole number), not '{raw[:40]}'."})
+    project = Project.objects.filter(pk=int(raw)).first()
+    if project is None or not has_role(user, project, "editor"):
+        raise exceptions.ValidationError({"Upload-Metadata": (
+            f"You cannot add datasets to project {raw}: it is not one of your projects, or you are not an "
+            f"editor there. Leave 'project' out, or name a project where you are an editor.")})
+    return project.pk
 
 
 def _int_header(request, name: str) -> int:
@@ -150,7 +175,9 @@ class UploadCreateView(_TusView):
         parameters=[OpenApiParameter("Tus-Resumable", str, OpenApiParameter.HEADER, required=True),
                     OpenApiParameter("Upload-Length", int, OpenApiParameter.HEADER, required=True),
                     OpenApiParameter("Upload-Metadata", str, OpenApiParameter.HEADER,
-                                     description="filename <base64>, ...")],
+                                     description="filename <base64>, project <base64 of a project id>, ... "
+                                                 "(with 'project', a dataset of that project takes the file "
+                                                 "where it lies: no copy)")],
         responses={**TUS_412, 201: OpenApiResponse(description="Created; Location names the upload"),
                    413: OpenApiResponse(description="Larger than the limit"),
                    429: OpenApiResponse(description="Too many unfinished uploads")},
@@ -170,7 +197,10 @@ class UploadCreateView(_TusView):
                 f"(DELETE its URL) before starting another."))
         uid = uuid.uuid4().hex
         filename = (meta.get("filename") or meta.get("name") or "")[:255]
-        name = f"uploads/resumable/{request.user.pk}/{uid}.part"
+        project_id = _project_for_upload(request.user, meta.get("project"))
+        # with the dataset's project known, the bytes go where the dataset will keep them: no copy at the end
+        name = (project_upload_name(project_id, filename, stem=uid) if project_id is not None
+                else f"uploads/resumable/{request.user.pk}/{uid}.part")
         try:
             multipart_id = files.start_resumable(name)
         except files.AppendNotSupported:

@@ -31,7 +31,9 @@
         chunkSize: CHUNK,
         retryDelays: [0, 1000, 2000, 4000, 8000, 15000, 30000],
         removeFingerprintOnSuccess: true,
-        metadata: {filename: file.name, filetype: file.type || "application/octet-stream"},
+        // the project: the server stores the bytes where this project's dataset will keep them (no copy later)
+        metadata: {filename: file.name, filetype: file.type || "application/octet-stream",
+                   project: form.dataset.project || ""},
         headers: {"X-CSRFToken": csrf},
         onProgress: function (sent, total) { setProgress(sent, total, "Sending " + file.name); },
         onShouldRetry: function (err, attempt) {

@@ -11,7 +11,7 @@ from django.core.files.storage import default_storage
 from django.utils import timezone
 
 from datasets_app.models import Dataset, ResumableUpload
-from tests.api.dataset_uploads import clean_files
+from tests.api.dataset_uploads import clean_files, vqa2_files
 
 pytestmark = pytest.mark.django_db
 
@@ -214,3 +214,122 @@ def test_dataset_from_finished_uploads_is_moved_not_copied_and_cleaned(
     r = api.post("/api/v1/datasets/", {"project": project.pk, "images_upload": zip_id, "questions_upload": csv_id},
                  format="json")
     assert r.status_code == 400 and "already used" in r.json()["detail"]
+
+
+def _upload_for(api, name, data, project_id):
+    """A finished upload sent for ``project_id`` (tus metadata ``project``); returns (id, stored name)."""
+    r = create(api, len(data), filename=name,
+               HTTP_UPLOAD_METADATA=f"filename {b64(name)},project {b64(str(project_id))}")
+    assert r.status_code == 201, r.content
+    assert patch(api, r["Location"], 0, data).status_code == 204
+    uid = r["Location"].rstrip("/").rsplit("/", 1)[-1]
+    return uid, ResumableUpload.objects.get(pk=uid).storage_name
+
+
+def test_upload_sent_for_its_project_is_taken_where_it_lies(
+        client_for, owner, project, run_jobs, monkeypatch, django_capture_on_commit_callbacks):
+    """With ``project`` in the metadata the bytes go under that project's upload names from the start, and its
+    dataset takes them there: no rename, no copy (what saves a server-side copy of many GB on S3)."""
+    from datasets_app import services
+    from piggyback.project_services import create_project
+
+    api = client_for(owner)
+    images, questions = clean_files()
+    zip_id, zip_name = _upload_for(api, "shapes.ZIP", images.read(), project.pk)
+    csv_id, csv_name = _upload_for(api, "questions.csv", questions.read(), project.pk)
+    assert zip_name == f"projects/{project.pk}/uploads/{zip_id}.zip" and csv_name.endswith(f"/{csv_id}.csv")
+
+    def no_move(*a, **kw):
+        raise AssertionError("the upload was moved or copied")
+
+    monkeypatch.setattr(services.files, "move", no_move)
+    with django_capture_on_commit_callbacks(execute=True):
+        r = api.post("/api/v1/datasets/", {"project": project.pk, "images_upload": zip_id, "questions_upload": csv_id},
+                     format="json")
+    assert r.status_code == 202, r.content
+    monkeypatch.undo()
+    ds = Dataset.objects.get(pk=r.json()["id"])
+    assert (ds.images_file.name, ds.questions_file.name) == (zip_name, csv_name)
+    assert not ResumableUpload.objects.exists()
+    run_jobs()
+    ds.refresh_from_db()
+    assert ds.status == "succeeded" and ds.counts["rows_kept"] == 3, ds.error
+
+    # sent for one project, used in another of the user's projects: moved under that project's names
+    second = create_project(owner, "Second", "")
+    images, questions = clean_files()
+    zip_id, zip_name = _upload_for(api, "shapes.zip", images.read(), project.pk)
+    r = api.post("/api/v1/datasets/", {"project": second.pk, "images": clean_files()[0], "questions_upload": csv_id},
+                 format="multipart")
+    assert r.status_code == 400  # csv_id was used above
+    r = api.post("/api/v1/datasets/", {"project": second.pk, "images_upload": zip_id, "questions": questions},
+                 format="multipart")
+    assert r.status_code == 202, r.content
+    moved = Dataset.objects.get(pk=r.json()["id"]).images_file.name
+    assert moved.startswith(f"projects/{second.pk}/uploads/") and default_storage.exists(moved)
+    assert not default_storage.exists(zip_name)
+
+
+def test_project_in_the_metadata_must_be_one_where_the_user_is_an_editor(client_for, owner, project, members):
+    api = client_for(owner)
+    for raw, words in (("abc", "a whole number"), ("-3", "a whole number"), (str(2**63), "a whole number"),
+                       ("999999", "not one of your projects")):
+        r = create(api, 10, HTTP_UPLOAD_METADATA=f"filename {b64('a.zip')},project {b64(raw)}")
+        assert r.status_code == 400 and words in str(r.json()), (raw, r.content)
+    viewer = client_for(members["viewer"])
+    r = create(viewer, 10, HTTP_UPLOAD_METADATA=f"filename {b64('a.zip')},project {b64(str(project.pk))}")
+    assert r.status_code == 400 and "you are not an editor there" in str(r.json())
+    assert not ResumableUpload.objects.exists()
+    r = create(client_for(members["editor"]), 10,
+               HTTP_UPLOAD_METADATA=f"filename {b64('a.zip')},project {b64(str(project.pk))}")
+    assert r.status_code == 201
+    r = create(api, 10, HTTP_UPLOAD_METADATA=f"filename {b64('a.zip')},project {b64('')}")  # empty: no project
+    assert r.status_code == 201
+    assert ResumableUpload.objects.get(pk=r["Location"].rstrip("/").rsplit("/", 1)[-1]).storage_name.startswith(
+        "uploads/resumable/")
+
+
+def test_one_upload_cannot_be_two_of_the_files(client_for, owner, project):
+    """The questions and the annotations of a VQAv2 dataset are both JSON, so the same upload named twice passes
+    every file check: moved, the second move failed; taken in place, it made a dataset whose questions file was
+    its annotations file. Now it is a 400 naming both, and nothing stored is lost."""
+    api = client_for(owner)
+    zip_file, questions, _ = vqa2_files()
+    zip_id, zip_name = _upload_for(api, "coco.zip", zip_file.read(), project.pk)
+    json_id, json_name = _upload_for(api, "v2_questions.json", questions.read(), project.pk)
+    r = api.post("/api/v1/datasets/", {"project": project.pk, "images_upload": zip_id, "questions_upload": json_id,
+                                       "annotations_upload": json_id}, format="json")
+    assert r.status_code == 400, r.content
+    assert "the questions and the annotations are the same upload" in r.json()["detail"].lower()
+    assert ResumableUpload.objects.filter(pk__in=[zip_id, json_id]).count() == 2
+    assert default_storage.exists(zip_name) and default_storage.exists(json_name) and not Dataset.objects.exists()
+
+
+def test_a_failure_after_taking_an_upload_in_place_keeps_the_upload(owner, project, monkeypatch):
+    from datasets_app import services
+
+    api_files = clean_files()
+    from rest_framework.test import APIClient
+    api = APIClient()
+    api.force_authenticate(owner)
+    zip_id, zip_name = _upload_for(api, "shapes.zip", api_files[0].read(), project.pk)
+
+    def broken_queue(*a, **kw):
+        raise RuntimeError("Redis went away")
+
+    monkeypatch.setattr(services.jobs, "enqueue", broken_queue)
+    with pytest.raises(RuntimeError):
+        services.create_dataset(owner, project, "x", images=services.claim_upload(owner, zip_id, "images"),
+                                questions=clean_files()[1])
+    assert ResumableUpload.objects.filter(pk=zip_id).exists() and default_storage.exists(zip_name)
+    assert not Dataset.objects.exists()
+
+
+def test_an_upload_whose_bytes_were_removed_gets_a_clear_message(client_for, owner, project):
+    api = client_for(owner)
+    images, questions = clean_files()
+    zip_id, zip_name = _upload_for(api, "shapes.zip", images.read(), project.pk)
+    default_storage.delete(zip_name)  # e.g. the project's files were removed while the upload waited
+    r = api.post("/api/v1/datasets/", {"project": project.pk, "images_upload": zip_id, "questions": questions},
+                 format="multipart")
+    assert r.status_code == 400 and "no longer in the storage" in r.json()["detail"], r.content

@@ -227,3 +227,42 @@ def test_one_part_in_memory_at_a_time(monkeypatch):
     assert files.part_size(10, 1024) == 5 * MIB and files.part_size(10 * MIB, 8 * MIB) == 8 * MIB
     big = 200 * 1024**3
     assert files.part_size(big, 8 * MIB) > 8 * MIB and files.part_size(big, 8 * MIB) * 10_000 >= big
+
+
+def test_upload_sent_for_its_project_stays_where_the_bucket_has_it(s3, client_for, owner, project, run_jobs,
+                                                                     monkeypatch, django_capture_on_commit_callbacks):
+    """With ``project`` in the metadata the multipart upload is made at the dataset's own key: the dataset takes
+    the object as it is, with no server-side copy (which, for a VQAv2-sized ZIP, ran inside the request)."""
+    import base64
+
+    from datasets_app import services
+
+    api = client_for(owner)
+    images, questions = clean_files()
+    ids, sent = {}, {}
+    for key, upload in (("images", images), ("questions", questions)):
+        data = sent[key] = upload.read()
+        meta = ",".join(f"{k} {base64.b64encode(v.encode()).decode()}"
+                        for k, v in (("filename", upload.name), ("project", str(project.pk))))
+        location = create(api, len(data), filename=upload.name, HTTP_UPLOAD_METADATA=meta)["Location"]
+        assert patch(api, location, 0, data).status_code == 204
+        ids[key] = uid_of(location)
+    stored = {u.pk: u.storage_name for u in ResumableUpload.objects.all()}
+    assert all(name.startswith(f"projects/{project.pk}/uploads/") for name in stored.values())
+    assert keys(s3) == sorted(stored.values()) and pending(s3) == []  # completed, no tail left
+
+    def no_copy(*a, **kw):
+        raise AssertionError("the object was copied")
+
+    monkeypatch.setattr(services.files, "move", no_copy)
+    with django_capture_on_commit_callbacks(execute=True):
+        r = api.post("/api/v1/datasets/", {"project": project.pk, "images_upload": ids["images"],
+                                           "questions_upload": ids["questions"]}, format="json")
+    assert r.status_code == 202, r.content
+    monkeypatch.undo()
+    ds = Dataset.objects.get(pk=r.json()["id"])
+    assert (ds.images_file.name, ds.questions_file.name) == (stored[ids["images"]], stored[ids["questions"]])
+    assert s3.get_object(Bucket=BUCKET, Key=ds.images_file.name)["Body"].read() == sent["images"]
+    run_jobs()
+    ds.refresh_from_db()
+    assert ds.status == "succeeded" and ds.counts["rows_kept"] == 3, ds.error
