@@ -51,6 +51,9 @@ def test_large_files_upload_resumably_and_survive_a_dropped_connection(
         route.continue_()
 
     page.route("**/api/v1/uploads/**", on_upload_request)
+    created = []   # the upload's id, from the Location the server gave the page's POST
+    page.on("response", lambda r: created.append(r.headers["location"].rstrip("/").rsplit("/", 1)[-1])
+            if r.request.method == "POST" and "/api/v1/uploads/" in r.url and r.status == 201 else None)
     _login(page, live_server.url, owner)
     page.goto(f"{live_server.url}/datasets/projects/{project.pk}/upload/")
     assert page.evaluate("typeof window.tus === 'object' && window.tus.isSupported")
@@ -66,6 +69,8 @@ def test_large_files_upload_resumably_and_survive_a_dropped_connection(
         assert fh.read() == zp.read_bytes()  # every byte arrived once, in order
     assert ds.questions_original_name == "questions.csv" and ds.images_original_name == "shapes.zip"
     assert not ResumableUpload.objects.exists()  # consumed by the dataset
+    # the page names the project, so the bytes were stored where the dataset keeps them: taken in place, no copy
+    assert len(created) == 1 and ds.images_file.name == f"projects/{project.pk}/uploads/{created[0]}.zip"
     methods = [m for m, _ in seen]
     assert methods[0] == "POST" and "HEAD" in methods[methods.index("PATCH"):], seen  # asked where to resume
     resumed = [int(o) for m, o in seen[seen.index(("HEAD", None)):] if m == "PATCH"]
