@@ -3,11 +3,11 @@ from django.db.models import Q
 
 from datasets_app.models import Correction, Dataset, DatasetItem, DroppedRow
 from datasets_app.services import delete_dataset
-from piggyback.admin_base import RUN_LIST, BackgroundRunAdmin, summarised_deletion
+from piggyback.admin_base import RUN_LIST, BackgroundRunAdmin, CountedDeletionAdmin
 
 
 @admin.register(Dataset)
-class DatasetAdmin(BackgroundRunAdmin):
+class DatasetAdmin(CountedDeletionAdmin, BackgroundRunAdmin):
     list_display = ("name", "version", "project", "format") + RUN_LIST
     list_filter = ("status", "format", "level", "created_at")
     search_fields = ("name", "project__name", "questions_original_name", "images_original_name")
@@ -15,26 +15,19 @@ class DatasetAdmin(BackgroundRunAdmin):
 
     # Deleting: counts per kind on the confirmation page (a big dataset has ~1M rows), what blocks it listed as
     # protected, then delete_dataset (stored files removed after the commit) instead of the ORM cascade.
-    def get_deleted_objects(self, objs, request):
+    def deletion_parts(self, dataset):
         from evaluation_app.models import Evaluation
         from training_app.models import TrainingRun
 
-        def parts(dataset):
-            yield DatasetItem, dataset.items.all()
-            yield DroppedRow, dataset.dropped.all()
-            yield Correction, dataset.corrections.all()
-            yield TrainingRun, dataset.training_runs.all(), True
-            yield Dataset, Dataset.objects.filter(Q(parent=dataset) | Q(root=dataset)), True
-            yield Evaluation, dataset.evaluations.all(), True
+        yield DatasetItem, dataset.items.all()
+        yield DroppedRow, dataset.dropped.all()
+        yield Correction, dataset.corrections.all()
+        yield TrainingRun, dataset.training_runs.all(), True
+        yield Dataset, Dataset.objects.filter(Q(parent=dataset) | Q(root=dataset)), True
+        yield Evaluation, dataset.evaluations.all(), True
 
-        return summarised_deletion(request, list(objs), parts)
-
-    def delete_model(self, request, obj):
-        delete_dataset(obj)
-
-    def delete_queryset(self, request, queryset):
-        for dataset in queryset:
-            delete_dataset(dataset)
+    def delete_with(self, dataset):
+        delete_dataset(dataset)
 
 
 @admin.register(DatasetItem)

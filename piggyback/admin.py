@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from piggyback.admin_base import summarised_deletion
+from piggyback.admin_base import CountedDeletionAdmin
 from piggyback.models import Membership, Project, RateLimitOverride
 from piggyback.project_services import delete_project
 
@@ -27,7 +27,7 @@ class MembershipInline(admin.TabularInline):
 
 
 @admin.register(Project)
-class ProjectAdmin(admin.ModelAdmin):
+class ProjectAdmin(CountedDeletionAdmin, admin.ModelAdmin):
     list_display = ("name", "owner", "member_count", "created_at")
     search_fields = ("name", "description", "owner__username")
     list_filter = ("created_at",)
@@ -40,28 +40,21 @@ class ProjectAdmin(admin.ModelAdmin):
 
     # Deleting: counts per kind on the confirmation page, then delete_project (predictions in batches, runs
     # before their datasets, stored files after the commit) instead of the ORM cascade.
-    def get_deleted_objects(self, objs, request):
+    def deletion_parts(self, project):
         from datasets_app.models import Dataset, DatasetItem, DroppedRow
         from evaluation_app.models import Evaluation, Prediction
         from training_app.models import TrainingRun
 
-        def parts(project):
-            yield Dataset, Dataset.objects.filter(project=project)
-            yield DatasetItem, DatasetItem.objects.filter(dataset__project=project)
-            yield DroppedRow, DroppedRow.objects.filter(dataset__project=project)
-            yield TrainingRun, TrainingRun.objects.filter(project=project)
-            yield Evaluation, Evaluation.objects.filter(project=project)
-            yield Prediction, Prediction.objects.filter(project=project)
-            yield Membership, Membership.objects.filter(project=project)
+        yield Dataset, Dataset.objects.filter(project=project)
+        yield DatasetItem, DatasetItem.objects.filter(dataset__project=project)
+        yield DroppedRow, DroppedRow.objects.filter(dataset__project=project)
+        yield TrainingRun, TrainingRun.objects.filter(project=project)
+        yield Evaluation, Evaluation.objects.filter(project=project)
+        yield Prediction, Prediction.objects.filter(project=project)
+        yield Membership, Membership.objects.filter(project=project)
 
-        return summarised_deletion(request, list(objs), parts)
-
-    def delete_model(self, request, obj):
-        delete_project(obj)
-
-    def delete_queryset(self, request, queryset):
-        for project in queryset:
-            delete_project(project)
+    def delete_with(self, project):
+        delete_project(project)
 
 
 @admin.register(Membership)

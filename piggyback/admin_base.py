@@ -57,3 +57,25 @@ def summarised_deletion(request, objs, parts_of):
         opts = objs[0]._meta
         model_count[opts.verbose_name_plural] = model_count.get(opts.verbose_name_plural, 0) + len(objs)
     return to_delete, model_count, perms_needed, protected
+
+
+class CountedDeletionAdmin:
+    """A ModelAdmin mixin: the delete confirmation shows :func:`summarised_deletion` of ``deletion_parts(obj)``,
+    and single and bulk deletes go through ``delete_with(obj)`` (the service the pages and the API use) instead
+    of the ORM cascade."""
+
+    def deletion_parts(self, obj):
+        raise NotImplementedError
+
+    def delete_with(self, obj) -> None:
+        raise NotImplementedError
+
+    def get_deleted_objects(self, objs, request):
+        return summarised_deletion(request, list(objs), self.deletion_parts)
+
+    def delete_model(self, request, obj):
+        self.delete_with(obj)
+
+    def delete_queryset(self, request, queryset):
+        for obj in queryset:
+            self.delete_with(obj)
