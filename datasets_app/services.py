@@ -172,12 +172,16 @@ def claim_upload(user, upload_id: str, field: str) -> StoredUpload:
         raise UploadError(f"The upload of '{up.filename or up.pk}' is not finished: {up.offset:,} of "
                           f"{up.length:,} bytes arrived. Resume it, then create the dataset.", field)
     try:
-        if not default_storage.exists(up.storage_name):
-            raise FileNotFoundError(up.storage_name)
-        return StoredUpload(up)
-    except FileNotFoundError:
-        raise UploadError(f"The bytes of the upload '{up.filename or up.pk}' are no longer in the storage (removed "
-                          f"by its clean-up, or with the project it was sent to); upload the file again.", field) from None
+        if default_storage.exists(up.storage_name):
+            return StoredUpload(up)
+    except FileNotFoundError:   # removed between the two calls
+        pass
+    raise _bytes_gone(up, field)
+
+
+def _bytes_gone(up: ResumableUpload, field: str) -> UploadError:
+    return UploadError(f"The bytes of the upload '{up.filename or up.pk}' are no longer in the storage (removed by "
+                       f"its clean-up, or with the project it was sent to); upload the file again.", field)
 
 
 def _refuse_one_upload_twice(given: dict) -> None:
@@ -204,9 +208,7 @@ def _store(field, upload) -> None:
             field.name = (upload.upload.storage_name if _in_place(field, upload) else
                           files.move(upload.upload.storage_name, upload_path(field.instance, _name_of(upload))))
         except FileNotFoundError:
-            raise UploadError(f"The bytes of the upload '{upload.upload.filename or upload.upload.pk}' are no longer "
-                              f"in the storage (removed by its clean-up); upload the file again.",
-                              field.field.name.removesuffix("_file")) from None
+            raise _bytes_gone(upload.upload, field.field.name.removesuffix("_file")) from None
         upload.upload.delete()
     else:
         field.save(_name_of(upload), upload, save=False)

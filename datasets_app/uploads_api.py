@@ -99,16 +99,18 @@ def parse_metadata(header: str) -> dict:
 
 def _project_for_upload(user, raw) -> int | None:
     """The ``project`` of ``Upload-Metadata`` (optional): a project where the user may add datasets."""
+    from piggyback.filters import id_param
     from piggyback.models import Project
     from piggyback.tenancy import has_role
 
     if raw is None or not str(raw).strip():
         return None
     raw = str(raw).strip()
-    if not raw.isdigit() or not 0 < int(raw) < 2**63:
+    pk = id_param(raw)
+    if pk is None:
         raise exceptions.ValidationError(
             {"Upload-Metadata": f"'project' must be the id of one of your projects (a whole number), not '{raw[:40]}'."})
-    project = Project.objects.filter(pk=int(raw)).first()
+    project = Project.objects.filter(pk=pk).first()
     if project is None or not has_role(user, project, "editor"):
         raise exceptions.ValidationError({"Upload-Metadata": (
             f"You cannot add datasets to project {raw}: it is not one of your projects, or you are not an "

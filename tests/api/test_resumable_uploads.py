@@ -273,6 +273,7 @@ def test_upload_sent_for_its_project_is_taken_where_it_lies(
 def test_project_in_the_metadata_must_be_one_where_the_user_is_an_editor(client_for, owner, project, members):
     api = client_for(owner)
     for raw, words in (("abc", "a whole number"), ("-3", "a whole number"), (str(2**63), "a whole number"),
+                       ("²", "a whole number"), ("0", "a whole number"),
                        ("999999", "not one of your projects")):
         r = create(api, 10, HTTP_UPLOAD_METADATA=f"filename {b64('a.zip')},project {b64(raw)}")
         assert r.status_code == 400 and words in str(r.json()), (raw, r.content)
